@@ -1,0 +1,1 @@
+"""Export stage: weights -> verified ONNX -> FP16 TensorRT engine (+ Triton model repository)."""

@@ -1,0 +1,161 @@
+"""Generator -> ONNX with BN folded, output clamped, dynamic batch/height/width.
+
+Two I/O layouts:
+- ``float32``: NCHW RGB in [0, 1] in and out (the model's own interface).
+- ``uint8``: NHWC RGB bytes in and out, with cast/transpose/scale/round/clip inside
+  the graph. The output has 16x the input's pixels, so uint8 moves 4x fewer bytes
+  over PCIe than float32 and removes host-side conversion (the video default).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from srgan_deploy.errors import ConfigError, ExportError, OutputError
+from srgan_deploy.weights import WeightsInfo, file_sha256, load_generator
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+IO_MODES = ("uint8", "float32")
+OPSET = 17
+INPUT = "input"
+OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    path: Path
+    io: str
+    scale: int
+    weights: WeightsInfo
+    sha256: str
+
+
+def _uint8_wrapper(model: nn.Module) -> nn.Module:
+    import torch
+    from torch import nn
+
+    class Uint8IO(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.inner(x.permute(0, 3, 1, 2).to(torch.float32) / 255.0)
+            y = torch.round(y * 255.0).clamp(0.0, 255.0)
+            return y.to(torch.uint8).permute(0, 2, 3, 1)
+
+    return Uint8IO(model)
+
+
+def inference_module(weights: str | Path | None, io: str) -> tuple[nn.Module, WeightsInfo]:
+    """The exact module the ONNX graph is traced from (BN folded, clamped, I/O wrapped)."""
+    from srgan_deploy.models import InferenceGenerator, fold_batchnorm
+
+    if io not in IO_MODES:
+        raise ConfigError(f"unknown --io '{io}'; choose uint8 or float32")
+    generator, info = load_generator(weights)
+    model: nn.Module = InferenceGenerator(fold_batchnorm(generator)).eval()
+    if io == "uint8":
+        model = _uint8_wrapper(model).eval()
+    return model, info
+
+
+def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset: int = OPSET) -> OnnxArtifact:
+    """Trace, check (checker + strict shape inference) and annotate the ONNX graph; atomic write."""
+    import onnx
+    import torch
+
+    if opset < 17:
+        raise ConfigError(f"opset {opset} is too old; use 17 or newer")
+    model, info = inference_module(weights, io)
+    if io == "uint8":
+        sample = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
+        axes = {INPUT: {0: "batch", 1: "height", 2: "width"}, OUTPUT: {0: "batch", 1: "out_height", 2: "out_width"}}
+    else:
+        sample = torch.zeros(1, 3, 32, 32)
+        axes = {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 2: "out_height", 3: "out_width"}}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out.parent}: {exc.strerror}") from exc
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (sample,),
+                str(tmp),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        meta = {
+            "srgan_deploy.scale": str(info.config.scale),
+            "srgan_deploy.config": info.config.to_json(),
+            "srgan_deploy.weights_sha256": info.sha256,
+            "srgan_deploy.model_name": info.name,
+            "srgan_deploy.io": io,
+            "srgan_deploy.provenance": json.dumps(info.provenance, sort_keys=True),
+        }
+        for key, value in meta.items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        proto.producer_name = "srgan-deploy"
+        proto.doc_string = f"SRGAN generator x{info.config.scale} ({info.name}), io={io}"
+        onnx.save(proto, str(tmp))
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {out}: {exc.strerror}") from exc
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"exported ONNX failed validation: {exc}") from exc
+    return OnnxArtifact(out, io, info.config.scale, info, file_sha256(out))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise ExportError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def cached_onnx(weights: str | Path | None, cache_dir: Path, io: str = "uint8") -> Path:
+    """The ONNX for these weights in the cache, exported on first use (keyed by the weights' sha256)."""
+    from srgan_deploy.weights import read_info
+
+    info = read_info(weights)
+    path = cache_dir / "onnx" / f"{info.name}-{info.sha256[:16]}-{io}-opset{OPSET}.onnx"
+    if not path.exists():
+        export_onnx(info.path, path, io=io)
+    return path
+
+
+def onnx_input_is_uint8(path: Path) -> bool:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return bool(proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8)
+
+
+def torch_dtype_of(io: str) -> torch.dtype:
+    import torch
+
+    return torch.uint8 if io == "uint8" else torch.float32

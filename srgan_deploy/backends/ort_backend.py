@@ -1,0 +1,116 @@
+"""onnxruntime backend: the CPU fast path, and a CUDA/TensorRT path through its execution providers.
+
+It runs the uint8-I/O ONNX graph, so conversion to and from float happens inside
+the graph (fused by ORT) and never on the Python side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.backends.base import Backend
+from srgan_deploy.cache import cache_dir
+from srgan_deploy.errors import BackendUnavailableError, ExportError, ShapeError
+
+
+def ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def physical_cores() -> int:
+    """Cores ORT should use: its intra-op pool gains nothing from SMT siblings."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False, "onnxruntime is not installed (pip install 'srgan-deploy[cpu]' or onnxruntime-gpu)"
+        providers = [p.replace("ExecutionProvider", "") for p in ort.get_available_providers()]
+        return True, f"onnxruntime {ort.__version__} ({', '.join(providers)})"
+
+    def _model_path(self) -> Path:
+        from export.onnx import cached_onnx
+
+        weights = self.options.weights
+        if weights is not None and str(weights).endswith(".onnx"):
+            path = Path(weights)
+            if not path.is_file():
+                raise ExportError(f"ONNX file not found: {path}")
+            return path
+        return cached_onnx(weights, cache_dir(self.options.cache_dir), io="uint8")
+
+    def _providers(self) -> list[Any]:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        device = self.options.device
+        if device == "cpu" or (device == "auto" and "CUDAExecutionProvider" not in available):
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in available:
+            raise BackendUnavailableError(
+                "onnxruntime has no CUDA provider here; install onnxruntime-gpu or use --device cpu"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        from export.onnx import onnx_input_is_uint8, read_metadata
+
+        path = self._model_path()
+        meta = read_metadata(path)
+        if not onnx_input_is_uint8(path):
+            raise ExportError(f"{path} has float32 I/O; the runtime needs a graph exported with --io uint8")
+        self.scale = int(meta.get("srgan_deploy.scale", "4"))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = self.options.threads or physical_cores()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        self.providers = self._providers()
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
+            raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
+        self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
+        self.device_label = "cuda" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
+        from srgan_deploy.config import ModelConfig
+
+        config_json = meta.get("srgan_deploy.config")
+        self._overlap = ModelConfig.from_json(config_json).receptive_radius if config_json else 40
+        self.model_path = path
+
+    @property
+    def overlap(self) -> int:
+        return getattr(self, "_overlap", 40)
+
+    def _infer(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            if self.on_gpu:
+                binding = self.session.io_binding()
+                binding.bind_cpu_input("input", frames)
+                binding.bind_output("output", "cuda")
+                self.session.run_with_iobinding(binding)
+                return np.asarray(binding.copy_outputs_to_cpu()[0])
+            return np.asarray(self.session.run(["output"], {"input": frames})[0])
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: tell the user how to avoid it
+            raise ShapeError(f"onnxruntime failed on a {frames.shape} batch: {exc}; try --tile 256") from exc

@@ -1,0 +1,68 @@
+"""Model configuration shared by training, export and the runtime."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from srgan_deploy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters that fix the generator's weight shapes.
+
+    Stored in every weights file so a file can be loaded without the user
+    knowing how it was trained.
+    """
+
+    scale: int = 4
+    channels: int = 64
+    blocks: int = 16
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4, 8):
+            raise ConfigError(f"scale must be 2, 4 or 8 (got {self.scale}); SRResNet upsamples in 2x PixelShuffle steps")
+        if self.channels < 1 or self.blocks < 0 or self.in_channels < 1:
+            raise ConfigError(
+                f"invalid model size channels={self.channels} blocks={self.blocks}; use positive numbers"
+            )
+
+    @property
+    def upsample_steps(self) -> int:
+        return self.scale.bit_length() - 1
+
+    @property
+    def receptive_radius(self) -> int:
+        """Radius in *input* pixels beyond which an input pixel cannot affect an output pixel.
+
+        Why: tiling needs an overlap at least this large for tiles to stitch exactly.
+        Head 9x9 (4), each block two 3x3 (2), the trunk-end 3x3 (1); the upsample
+        3x3 convs run at 2^k times the input resolution, so each adds 1/2^k input
+        pixels; the 9x9 tail runs at full output resolution and adds 4/scale.
+        """
+        radius = 4.0 + 2 * self.blocks + 1
+        for k in range(self.upsample_steps):
+            radius += 1.0 / (2**k)
+        radius += 4.0 / self.scale
+        return int(-(-radius // 1))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc.msg}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("model config must be a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,89 @@
+"""Benchmark-protocol evaluation: HR folder -> bicubic LR -> (bicubic, model) vs HR on Y with a shave.
+
+Pure numpy around a ``upscale`` callable, so training validation (torch model in
+memory) and ``srgan-deploy eval`` (any backend) share one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.errors import InputFileError
+from srgan_deploy.images import list_images, read_image, to_rgb
+from srgan_deploy.metrics import mod_crop, y_psnr_ssim
+from srgan_deploy.resize import imresize
+
+Upscaler = Callable[[np.ndarray], np.ndarray]  # HxWx3 uint8 RGB -> (sH)x(sW)x3 uint8 RGB
+
+
+@dataclass(frozen=True)
+class Score:
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    bicubic: Score
+    model: Score
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    scale: int
+    images: list[ImageScore] = field(default_factory=list)
+    protocol: str = "y-shave4"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def mean(self, which: str) -> Score:
+        scores = [getattr(i, which) for i in self.images]
+        return Score(float(np.mean([s.psnr for s in scores])), float(np.mean([s.ssim for s in scores])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "scale": self.scale,
+            "protocol": self.protocol,
+            "mean": {"bicubic": asdict(self.mean("bicubic")), "model": asdict(self.mean("model"))},
+            "images": [asdict(i) for i in self.images],
+            **self.extra,
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def lr_hr_pairs(folder: Path, scale: int, limit: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, LR, HR) for every image: HR mod-cropped to the scale, grey kept grey, LR by MATLAB bicubic."""
+    files = list_images(folder)
+    if not files:
+        raise InputFileError(f"no images in {folder} (png/jpg/webp/bmp/tiff)")
+    for path in files[:limit]:
+        image = read_image(path)
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = image[:, :, :3]
+        hr = mod_crop(image, scale)
+        yield path.stem, imresize(hr, 1.0 / scale), hr
+
+
+def evaluate(folder: Path, upscale: Upscaler, scale: int, limit: int | None = None, shave: int = 4) -> EvalReport:
+    report = EvalReport(dataset=folder.name, scale=scale, protocol=f"y-shave{shave}")
+    for name, lr, hr in lr_hr_pairs(folder, scale, limit):
+        bicubic = imresize(lr, float(scale))
+        sr = upscale(to_rgb(lr))
+        if hr.ndim == 2:
+            import cv2
+
+            sr = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY)
+        b = y_psnr_ssim(hr, bicubic, shave)
+        m = y_psnr_ssim(hr, sr, shave)
+        report.images.append(ImageScore(name, Score(*b), Score(*m)))
+    return report

@@ -1,0 +1,77 @@
+"""What ``srgan-deploy info`` reports: versions, backends (and why not), GPU, default model."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """Real TensorRT, not the stub-only namespace package ``tensorrt-stubs`` installs."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return False, "tensorrt is not installed (pip install 'srgan-deploy[gpu]' on a machine with an NVIDIA GPU)"
+    except Exception as exc:  # noqa: BLE001 - a broken TensorRT install raises OSError/RuntimeError
+        return False, f"tensorrt fails to import: {exc}"
+    version = getattr(trt, "__version__", None)
+    if version is None or not hasattr(trt, "Builder"):
+        return False, "only type stubs of tensorrt are installed (tensorrt-stubs); install tensorrt for the real library"
+    return True, f"tensorrt {version}"
+
+
+def gpu_info() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"cuda": False, "reason": "torch not installed"}
+    if not torch.cuda.is_available():
+        return {"cuda": False, "reason": "torch sees no CUDA device"}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "cuda": True,
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda_runtime": torch.version.cuda,
+    }
+
+
+def collect() -> dict[str, Any]:
+    from srgan_deploy import __version__
+    from srgan_deploy.backends import availability
+    from srgan_deploy.errors import SrganDeployError
+    from srgan_deploy.weights import DEFAULT_MODEL, bundled_models, read_info
+
+    versions = {
+        "srgan-deploy": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "av", "opencv-python-headless", "numpy", "tensorrt", "cuda-python"):
+        versions[dist] = _version(dist)
+    models: dict[str, Any] = {}
+    for name, path in bundled_models().items():
+        try:
+            info = read_info(path)
+            models[name] = {
+                "path": str(path),
+                "default": name == DEFAULT_MODEL,
+                "config": info.config.__dict__,
+                "sha256": info.sha256,
+                "placeholder": info.is_placeholder,
+                "provenance": info.provenance,
+            }
+        except SrganDeployError as exc:
+            models[name] = {"path": str(path), "error": str(exc)}
+    backends = {name: {"available": ok, "detail": why} for name, (ok, why) in availability().items()}
+    return {"versions": versions, "backends": backends, "gpu": gpu_info(), "default_model": DEFAULT_MODEL, "models": models}

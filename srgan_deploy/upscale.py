@@ -1,0 +1,84 @@
+"""Upscale still images (files or folders) with any backend; alpha is upscaled bicubically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from srgan_deploy.backends import Backend
+from srgan_deploy.errors import InputFileError, OutputError, OutputExistsError
+from srgan_deploy.images import IMAGE_SUFFIXES, list_images, read_image, write_image
+
+WRITABLE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix: str | None = None) -> list[Job]:
+    """Map every input image to its output path; refuse collisions before any work starts."""
+    if not inputs:
+        raise InputFileError("no input images given")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output {out_dir} exists and is not a folder; -o takes a folder")
+    jobs: list[Job] = []
+    for item in inputs:
+        if not item.exists():
+            raise InputFileError(f"no such file or folder: {item}")
+        if item.is_dir():
+            files = list_images(item)
+            if not files:
+                raise InputFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {item}")
+            jobs += [Job(f, out_dir / f.relative_to(item)) for f in files]
+        else:
+            jobs.append(Job(item, out_dir / item.name))
+    if suffix is not None:
+        jobs = [Job(j.source, j.target.with_suffix(suffix)) for j in jobs]
+    seen: set[Path] = set()
+    for job in jobs:
+        if job.target.suffix.lower() not in WRITABLE:
+            raise OutputError(f"cannot write '{job.target.suffix}' images; use --format png, jpg or webp")
+        if job.target.resolve() == job.source.resolve():
+            raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
+        if job.target in seen:
+            raise OutputExistsError(f"two inputs map to the same output {job.target}; upscale them separately")
+        seen.add(job.target)
+        if job.target.exists() and not overwrite:
+            raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
+    return jobs
+
+
+def upscale_image(backend: Backend, image: np.ndarray) -> np.ndarray:
+    """Upscale RGB, RGBA (alpha bicubic) or grey (model on replicated RGB, back to grey)."""
+    import cv2
+
+    scale = backend.scale
+    if image.ndim == 2:
+        rgb = np.repeat(image[:, :, None], 3, axis=2)
+        return np.asarray(cv2.cvtColor(backend.upscale(rgb[None])[0], cv2.COLOR_RGB2GRAY))
+    out = backend.upscale(np.ascontiguousarray(image[None, :, :, :3]))[0]
+    if image.shape[2] == 4:
+        alpha = cv2.resize(image[:, :, 3], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        out = np.dstack([out, alpha])
+    return out
+
+
+def upscale_files(
+    jobs: list[Job], backend: Backend, on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None
+) -> None:
+    for job in jobs:
+        image = read_image(job.source)
+        out = upscale_image(backend, image)
+        try:
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {job.target.parent}: {exc.strerror}") from exc
+        write_image(job.target, out)
+        if on_done:
+            on_done(job, image.shape[:2], out.shape[:2])

@@ -1,0 +1,1 @@
+"""Training of the SRResNet / SRGAN generator (the paper's two-phase recipe)."""

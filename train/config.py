@@ -1,0 +1,76 @@
+"""Training options as one frozen dataclass, saved beside the run so a resume can check it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import ConfigError
+from train.data import DegradationConfig
+
+PHASES = ("srresnet", "srgan")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path
+    phase: str = "srresnet"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 100_000
+    batch_size: int = 16
+    crop: int = 96
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    lr: float = 1e-4
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    val: Path | None = None
+    val_every: int = 1000
+    val_limit: int | None = None
+    init: Path | None = None
+    vgg_weights: Path | None = None
+    vgg_layer: str = "relu5_4"
+    adv_weight: float = 1e-3
+    pixel_weight: float = 0.0
+    d_dropout: float = 0.3
+    amp: bool = True
+    threads: int | None = None
+    random_vgg_for_tests: bool = False
+    name: str = "srgan-x4"
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ConfigError(f"unknown phase '{self.phase}'; choose srresnet or srgan")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("--steps and --batch-size must be positive")
+        if self.crop < self.model.scale * 4 or self.crop % self.model.scale:
+            raise ConfigError(f"--crop {self.crop} must be a multiple of the scale and at least {self.model.scale * 4}")
+        if self.checkpoint_every < 1 or self.val_every < 1 or self.log_every < 1:
+            raise ConfigError("checkpoint/validation/log intervals must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+        data["lr_milestones"] = list(self.lr_milestones)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def resume_mismatch(self, saved: dict[str, Any]) -> list[str]:
+        """Options whose change would make a resumed run a different experiment."""
+        keys = ("phase", "model", "batch_size", "crop", "degradation", "seed")
+        now = self.to_dict()
+        return [k for k in keys if k in saved and saved[k] != now[k]]
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
