@@ -132,7 +132,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+    except Exception as exc:
         raise ExportError(f"{path} is not a readable ONNX model: {exc}") from exc
     return {p.key: p.value for p in proto.metadata_props}
 

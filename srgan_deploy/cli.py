@@ -82,10 +82,12 @@ def main_options(
 
 
 BackendOpt = Annotated[
-    str, typer.Option("--backend", "-b", help="auto | tensorrt | onnxruntime | torch | bicubic (auto picks the fastest).")
+    str,
+    typer.Option("--backend", "-b", help="auto | tensorrt | onnxruntime | torch | bicubic (auto picks the fastest)."),
 ]
 WeightsOpt = Annotated[
-    str | None, typer.Option("--weights", "-w", help="A .safetensors file or bundled model name; default: the bundled model.")
+    str | None,
+    typer.Option("--weights", "-w", help="A .safetensors file or bundled model name; default: the bundled model."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 TileOpt = Annotated[int | None, typer.Option("--tile", help="Process frames in LR tiles of this size (saves memory).")]
@@ -109,7 +111,9 @@ def upscale(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="Output format: png, jpg or webp (default: as input).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Output format: png, jpg or webp (default: as input).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Upscale images 4x. Folders are searched recursively; alpha is kept (upscaled bicubically)."""
@@ -122,10 +126,18 @@ def upscale(
     jobs = plan_jobs(inputs, out_dir, overwrite=overwrite, suffix=suffix)
     engine, choice = create(backend, _backend_options(weights, device, tile, threads))
     err = _stderr()
-    err.print(f"backend: {choice.name} ({choice.reason})")
-    with engine, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as progress:
+    with (
+        engine,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress,
+    ):
+        err.print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
         task = progress.add_task("upscaling", total=len(jobs))
 
         def done(job: Any, size_in: tuple[int, int], size_out: tuple[int, int]) -> None:

@@ -24,11 +24,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
-            raise ConfigError(f"scale must be 2, 4 or 8 (got {self.scale}); SRResNet upsamples in 2x PixelShuffle steps")
-        if self.channels < 1 or self.blocks < 0 or self.in_channels < 1:
             raise ConfigError(
-                f"invalid model size channels={self.channels} blocks={self.blocks}; use positive numbers"
+                f"scale must be 2, 4 or 8 (got {self.scale}); SRResNet upsamples in 2x PixelShuffle steps"
             )
+        if self.channels < 1 or self.blocks < 0 or self.in_channels < 1:
+            raise ConfigError(f"invalid model size channels={self.channels} blocks={self.blocks}; use positive numbers")
 
     @property
     def upsample_steps(self) -> int:

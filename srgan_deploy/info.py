@@ -25,7 +25,10 @@ def tensorrt_status() -> tuple[bool, str]:
         return False, f"tensorrt fails to import: {exc}"
     version = getattr(trt, "__version__", None)
     if version is None or not hasattr(trt, "Builder"):
-        return False, "only type stubs of tensorrt are installed (tensorrt-stubs); install tensorrt for the real library"
+        return (
+            False,
+            "only type stubs of tensorrt are installed (tensorrt-stubs); install tensorrt for the real library",
+        )
     return True, f"tensorrt {version}"
 
 
@@ -52,12 +55,22 @@ def collect() -> dict[str, Any]:
     from srgan_deploy.errors import SrganDeployError
     from srgan_deploy.weights import DEFAULT_MODEL, bundled_models, read_info
 
-    versions = {
+    versions: dict[str, str | None] = {
         "srgan-deploy": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "av", "opencv-python-headless", "numpy", "tensorrt", "cuda-python"):
+    for dist in (
+        "torch",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnx",
+        "av",
+        "opencv-python-headless",
+        "numpy",
+        "tensorrt",
+        "cuda-python",
+    ):
         versions[dist] = _version(dist)
     models: dict[str, Any] = {}
     for name, path in bundled_models().items():
@@ -74,4 +87,10 @@ def collect() -> dict[str, Any]:
         except SrganDeployError as exc:
             models[name] = {"path": str(path), "error": str(exc)}
     backends = {name: {"available": ok, "detail": why} for name, (ok, why) in availability().items()}
-    return {"versions": versions, "backends": backends, "gpu": gpu_info(), "default_model": DEFAULT_MODEL, "models": models}
+    return {
+        "versions": versions,
+        "backends": backends,
+        "gpu": gpu_info(),
+        "default_model": DEFAULT_MODEL,
+        "models": models,
+    }

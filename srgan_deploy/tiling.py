@@ -25,7 +25,7 @@ def _axis(length: int, tile: int, overlap: int) -> tuple[tuple[int, int, int], .
     stride = tile - 2 * overlap
     if stride <= 0:
         raise ConfigError(f"tile {tile} is too small for overlap {overlap}; use a tile larger than {2 * overlap}")
-    starts = list(range(0, length - tile, stride)) + [length - tile]
+    starts = [*list(range(0, length - tile, stride)), length - tile]
     out = []
     keep_from = 0
     for i, start in enumerate(starts):
@@ -74,11 +74,11 @@ def upscale_tiled(
     for f in range(n):
         for first in range(0, len(jobs), max_batch):
             chunk = jobs[first : first + max_batch]
-            batch = np.stack(
-                [frames[f, r[0] : r[0] + plan.tile_h, c[0] : c[0] + plan.tile_w] for r, c in chunk]
-            )
+            batch = np.stack([frames[f, r[0] : r[0] + plan.tile_h, c[0] : c[0] + plan.tile_w] for r, c in chunk])
             result = infer(batch)
             for k, (r, c) in enumerate(chunk):
                 (ry, ya, yb), (cx, xa, xb) = r, c
-                out[f, ya * s : yb * s, xa * s : xb * s] = result[k, (ya - ry) * s : (yb - ry) * s, (xa - cx) * s : (xb - cx) * s]
+                out[f, ya * s : yb * s, xa * s : xb * s] = result[
+                    k, (ya - ry) * s : (yb - ry) * s, (xa - cx) * s : (xb - cx) * s
+                ]
     return out

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 FORMAT = "srgan-deploy/generator"
 FORMAT_VERSION = "1"
-DEFAULT_MODEL = "srgan-x4"
+DEFAULT_MODEL = "srgan-x4-lite"
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,22 @@ def _read_header(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             raw_len = fh.read(8)
             if len(raw_len) != 8:
-                raise WeightsError(f"{path} is not a safetensors file (too short); pass a .safetensors file written by srgan-deploy")
+                raise WeightsError(
+                    f"{path} is not a safetensors file (too short); pass a .safetensors file written by srgan-deploy"
+                )
             n = int.from_bytes(raw_len, "little")
             size = path.stat().st_size
             if n <= 0 or n > min(size - 8, 100 << 20):
-                raise WeightsError(f"{path} is not a safetensors file (bad header length); pass a .safetensors file written by srgan-deploy")
+                raise WeightsError(
+                    f"{path} is not a safetensors file (bad header length); pass a .safetensors file written by srgan-deploy"
+                )
             header = json.loads(fh.read(n))
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"{path} is not a safetensors file (corrupt header); pass a .safetensors file written by srgan-deploy") from exc
+        raise WeightsError(
+            f"{path} is not a safetensors file (corrupt header); pass a .safetensors file written by srgan-deploy"
+        ) from exc
     if not isinstance(header, dict):
         raise WeightsError(f"{path} has a corrupt safetensors header")
     return header
@@ -121,7 +127,6 @@ def save_generator(
     half: bool = False,
 ) -> Path:
     """Write the generator's state dict with its config and provenance; atomic (temp file + rename)."""
-    import torch
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -168,7 +173,9 @@ def load_generator(weights: str | Path | None = None) -> tuple[Generator, Weight
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise WeightsError(f"{info.path} does not match its config {info.config} ({detail}); the file is damaged or from another model")
+        raise WeightsError(
+            f"{info.path} does not match its config {info.config} ({detail}); the file is damaged or from another model"
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise WeightsError(

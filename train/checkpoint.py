@@ -28,7 +28,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TrainingError(f"nothing to resume: {path} does not exist (start without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
+    except Exception as exc:
         raise TrainingError(f"cannot read checkpoint {path}: {exc}; start a new run or restore the file") from exc
     if not isinstance(state, dict) or "step" not in state:
         raise TrainingError(f"{path} is not a srgan-deploy training checkpoint")

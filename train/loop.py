@@ -10,11 +10,11 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,7 +138,9 @@ class Trainer:
         state = load_checkpoint(self.config.out / CHECKPOINT)
         changed = self.config.resume_mismatch(state["config"])
         if changed:
-            raise TrainingError(f"cannot resume: {', '.join(changed)} differ from the saved run; use a new --out folder")
+            raise TrainingError(
+                f"cannot resume: {', '.join(changed)} differ from the saved run; use a new --out folder"
+            )
         self.generator.load_state_dict(state["generator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.sched_g.load_state_dict(state["sched_g"])
@@ -193,7 +195,7 @@ class Trainer:
         return weights
 
     # ----------------------------------------------------------------- steps
-    def _autocast(self) -> ContextManager[Any]:
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
@@ -210,7 +212,7 @@ class Trainer:
                 sr = self.g_train(lr)
             loss = pixel_loss(sr.float(), hr)
             self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.opt_g.step()
             self.sched_g.step()
             losses["mse"] = float(loss.detach())
@@ -239,7 +241,9 @@ class Trainer:
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
-        losses.update(g=float(g_loss.detach()), content=float(content.detach()), adv=float(adv.detach()), d=float(d_loss.detach()))
+        losses.update(
+            g=float(g_loss.detach()), content=float(content.detach()), adv=float(adv.detach()), d=float(d_loss.detach())
+        )
         return losses
 
     def validate(self) -> dict[str, float]:

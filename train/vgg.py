@@ -108,7 +108,7 @@ def load_vgg(path: Path | None, layer: str, random_for_tests: bool = False) -> V
             state = load_file(str(file))
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decode failure means the same thing to the user
+    except Exception as exc:
         raise TrainingError(f"cannot read VGG weights {file}: {exc}. {HELP}") from exc
     if not isinstance(state, dict):
         raise TrainingError(f"{file} does not hold a state dict. {HELP}")

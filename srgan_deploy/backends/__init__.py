@@ -55,7 +55,7 @@ def choose(name: str, options: BackendOptions) -> Choice:
         ok, why = classes[name].availability()
         if not ok:
             raise BackendUnavailableError(f"backend '{name}' is not available: {why}")
-        return Choice(name, options, why)
+        return Choice(name, options, "as requested")
     avail = availability()
     wants_cpu = options.device == "cpu"
     from srgan_deploy.backends.ort_backend import ort_has_cuda
@@ -69,8 +69,10 @@ def choose(name: str, options: BackendOptions) -> Choice:
     for backend, device, ok in ladder:
         if ok:
             opts = options if options.device != "auto" else replace(options, device=device)
-            return Choice(backend, opts, f"auto picked {backend} on {device}: {avail[backend][1]}")
-    raise BackendUnavailableError("no backend can run here; install onnxruntime or torch (pip install 'srgan-deploy[cpu]')")
+            return Choice(backend, opts, "auto: the fastest backend available here")
+    raise BackendUnavailableError(
+        "no backend can run here; install onnxruntime or torch (pip install 'srgan-deploy[cpu]')"
+    )
 
 
 def create(name: str, options: BackendOptions | None = None) -> tuple[Backend, Choice]:

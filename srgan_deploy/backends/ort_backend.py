@@ -89,7 +89,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self._providers()
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
+        except Exception as exc:
             raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
         self.device_label = "cuda" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
@@ -112,5 +112,5 @@ class OnnxRuntimeBackend(Backend):
                 self.session.run_with_iobinding(binding)
                 return np.asarray(binding.copy_outputs_to_cpu()[0])
             return np.asarray(self.session.run(["output"], {"input": frames})[0])
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: tell the user how to avoid it
+        except Exception as exc:
             raise ShapeError(f"onnxruntime failed on a {frames.shape} batch: {exc}; try --tile 256") from exc

@@ -62,7 +62,7 @@ class TorchBackend(Backend):
         self.scale = self.info.config.scale
         model = InferenceGenerator(fold_batchnorm(generator)).eval().to(self.device, self.dtype)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.device_label = f"{self.device.type} {precision}"
         self._overlap = self.info.config.receptive_radius

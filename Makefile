@@ -1,0 +1,49 @@
+# Two set-up commands for a fresh machine:
+#   make demo  - create .venv, install, upscale the bundled sample clip with the default model
+#   make test  - create/update .venv, lint (ruff), type-check (mypy, TensorRT code against tensorrt-stubs), run pytest
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# constraints.txt pins torch to the CPU wheel; pip.conf caps on some machines are respected too.
+INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
+STUBS := tensorrt-stubs==10.13.0.35.1
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test lint typecheck pytest install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(INSTALL) -e '.[cpu]'
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(INSTALL) -e '.[cpu,dev]'
+	# tensorrt-stubs declares TensorRT's download-only packages as deps: install it alone, then fix it for mypy.
+	$(PIP) install --disable-pip-version-check -q --no-deps $(STUBS)
+	$(BIN)/python tools/fix_tensorrt_stubs.py
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/srgan-deploy info
+	$(BIN)/srgan-deploy demo --out $(DEMO_OUT)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

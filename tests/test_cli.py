@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from srgan_deploy.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_lists_only_working_commands() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in ("upscale", "info"):
+        assert command in out
+
+
+def test_upscale_file_and_folder(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
+    out = tmp_path / "out"
+    code, _stdout, stderr = run("upscale", str(image_dir), "-o", str(out), "-w", str(tiny_weights), "-b", "torch")
+    assert code == 0, stderr
+    a = cv2.imread(str(out / "a.png"))
+    assert a.shape == (37 * 4, 53 * 4, 3)
+    b = cv2.imread(str(out / "b.jpg"))
+    assert b.shape == (24 * 4, 32 * 4, 3)
+    assert "backend: torch" in stderr
+
+
+def test_upscale_keeps_alpha_and_grey(tmp_path: Path, tiny_weights: Path) -> None:
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, 12, dtype=np.uint8)[None, :]
+    cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((9, 7), 128, np.uint8))
+    out = tmp_path / "out"
+    code, _, stderr = run(
+        "upscale",
+        str(tmp_path / "alpha.png"),
+        str(tmp_path / "grey.png"),
+        "-o",
+        str(out),
+        "-w",
+        str(tiny_weights),
+        "-b",
+        "torch",
+    )
+    assert code == 0, stderr
+    alpha = cv2.imread(str(out / "alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert alpha.shape == (40, 48, 4)
+    assert alpha[..., 3][:, 0].mean() < 30 and alpha[..., 3][:, -1].mean() > 225
+    grey = cv2.imread(str(out / "grey.png"), cv2.IMREAD_UNCHANGED)
+    assert grey.shape == (36, 28)
+
+
+def test_refuses_to_overwrite(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
+    out = tmp_path / "out"
+    args = ["upscale", str(image_dir / "a.png"), "-o", str(out), "-w", str(tiny_weights), "-b", "torch"]
+    assert run(*args)[0] == 0
+    code, _, stderr = run(*args)
+    assert code == 2
+    assert "--overwrite" in stderr
+    assert run(*args, "--overwrite")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["upscale", "missing.png", "-o", "OUT"], "no such file"),
+        (["upscale", "NOTIMG", "-o", "OUT"], "cannot decode"),
+        (["upscale", "IMG", "-o", "OUT", "-w", "BADW"], "not a safetensors file"),
+        (["upscale", "IMG", "-o", "OUT", "-b", "warp-drive"], "unknown backend"),
+        (["upscale", "IMG", "-o", "OUT", "-w", "nope.safetensors"], "weights file not found"),
+    ],
+)
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, image_dir: Path, args: list[str], message: str) -> None:
+    (tmp_path / "not-an-image.png").write_text("hello")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    subst = {
+        "OUT": str(tmp_path / "out"),
+        "NOTIMG": str(tmp_path / "not-an-image.png"),
+        "IMG": str(image_dir / "a.png"),
+        "BADW": str(tmp_path / "bad.safetensors"),
+        "missing.png": str(tmp_path / "missing.png"),
+        "nope.safetensors": str(tmp_path / "nope.safetensors"),
+    }
+    code, _, stderr = run(*[subst.get(a, a) for a in args])
+    assert code == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]  # one unwrapped line
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--debug", "upscale", str(tmp_path / "x.png"), "-o", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.exception is not None  # re-raised instead of turned into a line
+
+
+def test_info_json_reports_backends_and_default_model() -> None:
+    code, out, _ = run("info", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["backends"]["torch"]["available"] is True
+    assert data["default_model"] in data["models"]
+    model = data["models"][data["default_model"]]
+    assert "provenance" in model and "placeholder" in model
+    assert data["versions"]["torch"]
+
+
+def test_info_table() -> None:
+    code, out, _ = run("info")
+    assert code == 0
+    assert "backends" in out and "model" in out
