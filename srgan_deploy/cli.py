@@ -190,6 +190,185 @@ def info(
             out.print(f"  {key}: {value}")
 
 
+PAPER_TABLE = {  # Ledig et al. 2017, Table 2, 4x, Y-PSNR dB / SSIM
+    "set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
+    "set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},
+}
+
+
+@app.command("eval")
+@handles_errors
+def eval_cmd(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="Folder of HR images (e.g. Set5).")],
+    backend: BackendOpt = "auto",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    tile: TileOpt = None,
+    threads: ThreadsOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
+) -> None:
+    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on a folder of HR images."""
+    from rich.table import Table
+
+    from srgan_deploy.backends import create
+    from srgan_deploy.evaluate import evaluate
+
+    if not folder.is_dir():
+        from srgan_deploy.errors import InputFileError
+
+        raise InputFileError(f"{folder} is not a folder of images")
+    engine, choice = create(backend, _backend_options(weights, device, tile, threads))
+    with engine:
+        _stderr().print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
+        report = evaluate(folder, lambda img: engine.upscale(img[None])[0], engine.scale, limit=limit)
+    report.extra["backend"] = choice.name
+    if json_out:
+        report.write_json(json_out)
+    table = Table(
+        "image",
+        "bicubic PSNR",
+        "bicubic SSIM",
+        "model PSNR",
+        "model SSIM",
+        title=f"{report.dataset} x{report.scale} ({report.protocol})",
+    )
+    for item in report.images:
+        table.add_row(
+            item.name,
+            f"{item.bicubic.psnr:.2f}",
+            f"{item.bicubic.ssim:.4f}",
+            f"{item.model.psnr:.2f}",
+            f"{item.model.ssim:.4f}",
+        )
+    b, m = report.mean("bicubic"), report.mean("model")
+    table.add_row("[bold]mean[/]", f"{b.psnr:.2f}", f"{b.ssim:.4f}", f"[bold]{m.psnr:.2f}[/]", f"{m.ssim:.4f}")
+    out = _stdout()
+    out.print(table)
+    out.print(f"model - bicubic: {m.psnr - b.psnr:+.2f} dB")
+    paper = PAPER_TABLE.get(report.dataset.lower())
+    if paper:
+        ref = ", ".join(f"{k} {p:.2f}/{s:.4f}" for k, (p, s) in paper.items())
+        out.print(f"paper (Ledig et al. 2017, Table 2): {ref}")
+
+
+@app.command()
+@handles_errors
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Folder of HR training images (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, generator.safetensors, log.jsonl.")],
+    phase: Annotated[
+        str, typer.Option("--phase", help="srresnet (MSE) or srgan (VGG content + adversarial).")
+    ] = "srresnet",
+    steps: Annotated[int, typer.Option("--steps", help="Total optimizer steps.")] = 100_000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-process batch size.")] = 16,
+    crop: Annotated[int, typer.Option("--crop", help="HR crop size (LR = crop / scale).")] = 96,
+    degradation: Annotated[
+        str, typer.Option("--degradation", help="bicubic (MATLAB-style) or blur (Gaussian, then bicubic).")
+    ] = "bicubic",
+    blur_sigma: Annotated[float, typer.Option("--blur-sigma")] = 1.0,
+    blur_kernel: Annotated[int, typer.Option("--blur-kernel")] = 7,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    lr_milestones: Annotated[
+        str, typer.Option("--lr-milestones", help="Comma-separated steps where lr *= --lr-gamma.")
+    ] = "",
+    lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.1,
+    channels: Annotated[int, typer.Option("--channels", help="Generator width (paper: 64).")] = 64,
+    blocks: Annotated[int, typer.Option("--blocks", help="Residual blocks (paper: 16).")] = 16,
+    scale: Annotated[int, typer.Option("--scale")] = 4,
+    val: Annotated[Path | None, typer.Option("--val", help="Folder of HR images for validation PSNR/SSIM.")] = None,
+    val_every: Annotated[int, typer.Option("--val-every")] = 1000,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
+    init: Annotated[
+        str | None, typer.Option("--init", help="srgan phase: SRResNet weights to start from (default: bundled model).")
+    ] = None,
+    vgg_weights: Annotated[
+        Path | None, typer.Option("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth (or .safetensors).")
+    ] = None,
+    vgg_layer: Annotated[
+        str, typer.Option("--vgg-layer", help="Content-loss layer: relu5_4 = paper's VGG54.")
+    ] = "relu5_4",
+    adv_weight: Annotated[float, typer.Option("--adv-weight")] = 1e-3,
+    pixel_weight: Annotated[
+        float, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: ThreadsOpt = None,
+    name: Annotated[str, typer.Option("--name", help="Model name recorded in the weights' provenance.")] = "srgan-x4",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable bf16 mixed precision on CUDA.")] = False,
+) -> None:
+    """Train the generator: phase srresnet (MSE), then srgan. Works under torchrun for multi-GPU."""
+    from srgan_deploy.config import ModelConfig
+    from srgan_deploy.errors import ConfigError
+    from train.config import TrainConfig
+    from train.data import DegradationConfig
+    from train.loop import run_training
+
+    try:
+        milestones = tuple(int(x) for x in lr_milestones.split(",") if x.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--lr-milestones must be comma-separated integers, got '{lr_milestones}'") from exc
+    if not data.is_dir():
+        from srgan_deploy.errors import InputFileError
+
+        raise InputFileError(f"--data {data} is not a folder")
+    config = TrainConfig(
+        data=data,
+        out=out,
+        phase=phase,
+        model=ModelConfig(scale=scale, channels=channels, blocks=blocks),
+        steps=steps,
+        batch_size=batch_size,
+        crop=crop,
+        degradation=DegradationConfig(degradation, blur_sigma, blur_kernel),
+        lr=lr,
+        lr_milestones=milestones,
+        lr_gamma=lr_gamma,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        val=val,
+        val_every=val_every,
+        init=init,
+        vgg_weights=vgg_weights,
+        vgg_layer=vgg_layer,
+        adv_weight=adv_weight,
+        pixel_weight=pixel_weight,
+        amp=not no_amp,
+        threads=threads,
+        name=name,
+    )
+    err = _stderr()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task(phase, total=steps, info="")
+
+        def report(step: int, total: int, losses: dict[str, float], rate: float) -> None:
+            info = " ".join(f"{k}={v:.4g}" for k, v in losses.items())
+            progress.update(task, completed=step, info=f"{info} {rate:.2f} it/s")
+
+        result = run_training(
+            config,
+            resume=resume,
+            warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", soft_wrap=True),
+            progress=report,
+        )
+    _stdout().print(
+        f"trained to step {result.step}; weights: {result.weights}"
+        + (f"; validation {result.val}" if result.val else "")
+    )
+
+
 def main() -> None:
     app()
 

@@ -33,7 +33,7 @@ class TrainConfig:
     val: Path | None = None
     val_every: int = 1000
     val_limit: int | None = None
-    init: Path | None = None
+    init: str | None = None  # weights path or bundled model name
     vgg_weights: Path | None = None
     vgg_layer: str = "relu5_4"
     adv_weight: float = 1e-3

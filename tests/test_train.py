@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import TrainingError
+from srgan_deploy.weights import read_info
+from tests.conftest import smooth_image
+from train.config import TrainConfig
+from train.data import DegradationConfig, PatchSampler
+from train.loop import Trainer, run_training
+from train.losses import generator_adversarial_loss
+
+TINY = ModelConfig(channels=8, blocks=1)
+
+
+@pytest.fixture
+def train_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "hr"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(4):
+        cv2.imwrite(str(folder / f"img{i}.png"), smooth_image(48 + 4 * i, 56, seed=i))
+    cv2.imwrite(str(folder / "sub" / "deep.jpg"), smooth_image(40, 40, seed=9))
+    return folder
+
+
+def config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(
+        data=data, out=out, model=TINY, steps=4, batch_size=2, crop=32, lr=1e-3, log_every=1, checkpoint_every=2, seed=1
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def read_log(run: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_srresnet_steps_lower_the_loss_on_a_fixed_batch(train_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(config(train_dir, tmp_path / "run", lr=2e-3))
+    lr_np, hr_np = trainer.sampler.batch(seed=123, step=0, batch=4)
+    lr, hr = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+
+    def fixed_loss() -> float:
+        trainer.generator.eval()
+        with torch.no_grad():
+            return float(torch.nn.functional.mse_loss(trainer.generator(lr), hr))
+
+    before = fixed_loss()
+    for _ in range(15):
+        trainer.train_step()
+        trainer.step += 1
+    assert fixed_loss() < 0.7 * before
+
+
+def test_resume_reproduces_the_uninterrupted_run(train_dir: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    run_training(config(train_dir, full, steps=4))
+    part = tmp_path / "part"
+    run_training(config(train_dir, part, steps=2))
+    run_training(config(train_dir, part, steps=4), resume=True)
+    a = {r["step"]: r["mse"] for r in read_log(full)}
+    b = {r["step"]: r["mse"] for r in read_log(part)}
+    assert b[3] == a[3] and b[4] == a[4]
+    assert read_info(part / "generator.safetensors").provenance["steps"] == 4
+
+
+def test_resume_refuses_a_different_experiment(train_dir: Path, tmp_path: Path) -> None:
+    run_training(config(train_dir, tmp_path / "r", steps=2))
+    with pytest.raises(TrainingError, match="batch_size"):
+        run_training(config(train_dir, tmp_path / "r", steps=4, batch_size=3), resume=True)
+
+
+def test_weights_carry_provenance(train_dir: Path, tmp_path: Path) -> None:
+    result = run_training(config(train_dir, tmp_path / "r", steps=2, val=train_dir, val_every=2, val_limit=2))
+    info = read_info(result.weights)
+    prov = info.provenance
+    assert prov["steps"] == 2 and prov["degradation"] == "bicubic" and prov["phase"] == "srresnet"
+    assert "psnr" in prov["validation"] and prov["validation"]["psnr"] > 0
+    assert info.config == TINY
+
+
+def test_srgan_phase_runs_with_test_only_random_vgg(train_dir: Path, tmp_path: Path) -> None:
+    base = run_training(config(train_dir, tmp_path / "pre", steps=1))
+    run = tmp_path / "gan"
+    result = run_training(
+        config(
+            train_dir,
+            run,
+            phase="srgan",
+            steps=2,
+            init=str(base.weights),
+            random_vgg_for_tests=True,
+            vgg_layer="relu2_2",
+        )
+    )
+    assert set(result.last_losses) >= {"g", "content", "adv", "d"}
+    assert all(np.isfinite(v) for v in result.last_losses.values())
+    assert read_info(result.weights).provenance["phase"] == "srgan"
+
+
+def test_adversarial_loss_carries_gradient_into_the_generator() -> None:
+    from srgan_deploy.models import Discriminator, Generator
+
+    gen, disc = Generator(TINY), Discriminator()
+    sr = gen(torch.rand(2, 3, 8, 8))
+    generator_adversarial_loss(disc(sr)).backward()  # type: ignore[no-untyped-call]
+    assert gen.head.weight.grad is not None and gen.head.weight.grad.abs().sum() > 0
+
+
+def test_missing_vgg_weights_explain_how_to_supply_them(
+    train_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    base = run_training(config(train_dir, tmp_path / "pre", steps=1))
+    with pytest.raises(TrainingError, match=r"vgg19-dcbb9e9d\.pth.*--vgg-weights"):
+        run_training(config(train_dir, tmp_path / "gan", phase="srgan", init=str(base.weights)))
+
+
+def test_vgg_weights_load_from_a_torchvision_layout_file(tmp_path: Path) -> None:
+    from train.vgg import VGG19Features, load_vgg
+
+    reference = VGG19Features("relu5_4")
+    state = {f"features.{k}": v for k, v in reference.features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    vgg = load_vgg(path, "relu2_2")
+    assert torch.equal(vgg.features[0].weight, reference.features[0].weight)
+
+
+def test_bad_and_small_images_are_skipped_with_a_warning(train_dir: Path) -> None:
+    (train_dir / "broken.png").write_bytes(b"\x89PNG garbage")
+    cv2.imwrite(str(train_dir / "tiny.png"), smooth_image(10, 10))
+    warnings: list[str] = []
+    sampler = PatchSampler(train_dir, 4, 32, DegradationConfig(), warn=warnings.append)
+    assert len(sampler) == 5
+    assert any("broken.png" in w for w in warnings) and any("tiny.png" in w and "smaller" in w for w in warnings)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="no usable training images"):
+        PatchSampler(tmp_path, 4, 32, DegradationConfig())
+
+
+def test_batches_are_aligned_and_deterministic(train_dir: Path) -> None:
+    sampler = PatchSampler(train_dir, 4, 32, DegradationConfig("blur", 1.2, 5))
+    lr1, hr1 = sampler.batch(seed=3, step=7, batch=4)
+    lr2, hr2 = sampler.batch(seed=3, step=7, batch=4)
+    assert lr1.shape == (4, 3, 8, 8) and hr1.shape == (4, 3, 32, 32)
+    assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2)
+    down = torch.nn.functional.avg_pool2d(torch.from_numpy(hr1), 4).numpy()
+    assert np.abs(down - lr1).mean() < 0.08  # LR patch is the HR patch, degraded
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    run_training(config(Path(data), Path(out), steps=3, checkpoint_every=2))
+
+
+def test_two_process_gloo_ddp_run_completes(train_dir: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(train_dir), str(out)), nprocs=2, join=True)
+    prov = read_info(out / "generator.safetensors").provenance
+    assert prov["steps"] == 3 and prov["batch_size"] == 4  # 2 per process x 2 processes
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]  # rank 0 alone writes the log
+
+
+def test_sampler_splits_images_across_ranks(train_dir: Path) -> None:
+    sampler = PatchSampler(train_dir, 4, 32, DegradationConfig())
+    a = sampler.indices(seed=0, step=0, batch=2, rank=0, world=2)
+    b = sampler.indices(seed=0, step=0, batch=2, rank=1, world=2)
+    assert not set(a.tolist()) & set(b.tolist())
+
+
+def test_train_cli(train_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from srgan_deploy.cli import app
+
+    out = tmp_path / "cli"
+    args = [
+        "train",
+        "--data",
+        str(train_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--channels",
+        "8",
+        "--blocks",
+        "1",
+        "--crop",
+        "32",
+        "--batch-size",
+        "2",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert read_info(out / "generator.safetensors").provenance["steps"] == 2
+    bad = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
+    assert bad.exit_code == 2 and "not a folder" in bad.stderr
