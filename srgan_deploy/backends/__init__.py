@@ -15,9 +15,11 @@ from srgan_deploy.errors import BackendUnavailableError, UnknownBackendError
 def backend_classes() -> dict[str, type[Backend]]:
     from srgan_deploy.backends.bicubic import BicubicBackend
     from srgan_deploy.backends.ort_backend import OnnxRuntimeBackend
+    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
     from srgan_deploy.backends.torch_backend import TorchBackend
 
     return {
+        "tensorrt": TensorRTBackend,
         "onnxruntime": OnnxRuntimeBackend,
         "torch": TorchBackend,
         "bicubic": BicubicBackend,
@@ -61,6 +63,7 @@ def choose(name: str, options: BackendOptions) -> Choice:
     from srgan_deploy.backends.ort_backend import ort_has_cuda
 
     ladder: list[tuple[str, str, bool]] = [
+        ("tensorrt", "cuda", not wants_cpu and avail["tensorrt"][0]),
         ("onnxruntime", "cuda", not wants_cpu and avail["onnxruntime"][0] and ort_has_cuda()),
         ("torch", "cuda", not wants_cpu and avail["torch"][0] and _cuda_available()),
         ("onnxruntime", "cpu", avail["onnxruntime"][0]),

@@ -9,6 +9,7 @@ heavy imports and device allocations happen in ``open``, never at import time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +93,12 @@ class Backend(ABC):
 
         plan = TilePlan.for_frame(frames.shape[1], frames.shape[2], tile, self.overlap)
         return upscale_tiled(frames, plan, self._infer, self.scale)
+
+    def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscale a stream of batches, results in order. GPU backends override this to keep
+        several batches in flight; the default simply runs them one after another."""
+        for batch in batches:
+            yield self.upscale(batch)
 
     @property
     def overlap(self) -> int:

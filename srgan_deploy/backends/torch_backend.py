@@ -6,16 +6,20 @@ tensor-core kernels.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.errors import BackendUnavailableError
 from srgan_deploy.weights import WeightsInfo, load_generator
 
 if TYPE_CHECKING:
     import torch
+
+    from srgan_deploy.inflight import SlotPipeline
 
 
 def resolve_torch_device(requested: str) -> torch.device:
@@ -89,5 +93,58 @@ class TorchBackend(Backend):
     def _infer(self, frames: np.ndarray) -> np.ndarray:
         import torch
 
+        if self.device.type == "cuda":
+            pipeline = self._pipeline_for(frames.shape)
+            if pipeline is not None:
+                return next(iter(pipeline.run([frames])))
         x = torch.from_numpy(frames).to(self.device)
         return self.forward_tensor(x).cpu().numpy()
+
+    def _pipeline_for(self, shape: tuple[int, ...]) -> SlotPipeline | None:
+        """The K-slot CUDA pipeline (torch op on each slot's stream), sized for ``shape``; None without cuda-python."""
+        from srgan_deploy.errors import BackendUnavailableError
+        from srgan_deploy.inflight import CudaSlot, SlotPipeline, TorchCompute
+
+        n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
+        current = getattr(self, "_pipeline", None)
+        size = getattr(self, "_pipeline_shape", (0, 0, 0))
+        if current is not None and n <= size[0] and h <= size[1] and w <= size[2]:
+            return current
+        if current is not None:
+            current.close()
+        try:
+            slots = [
+                CudaSlot(TorchCompute(self.forward_tensor, self.scale), (n, h, w), self.scale)
+                for _ in range(self.options.slots)
+            ]
+        except BackendUnavailableError:
+            self._pipeline = None
+            return None
+        self._pipeline = SlotPipeline(list(slots))
+        self._pipeline_shape = (n, h, w)
+        return self._pipeline
+
+    def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """On CUDA, keep K batches in flight through the slot pipeline (same frame size throughout)."""
+        if not self._is_open:
+            self.open()
+        it = iter(batches)
+        first = next(it, None)
+        if first is None:
+            return
+        first = check_frames(first)
+        pipeline = None
+        if self.device.type == "cuda" and self._tile_size(first.shape[1], first.shape[2]) is None:
+            pipeline = self._pipeline_for(first.shape)
+        if pipeline is None:
+            yield self.upscale(first)
+            for batch in it:
+                yield self.upscale(batch)
+            return
+        yield from pipeline.run(itertools.chain([first], (check_frames(b) for b in it)))
+
+    def _close(self) -> None:
+        pipeline = getattr(self, "_pipeline", None)
+        if pipeline is not None:
+            pipeline.close()
+            self._pipeline = None

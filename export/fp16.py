@@ -1,0 +1,179 @@
+"""FP16: convert the ONNX graph's compute core to float16, and measure what FP16 does to the model.
+
+Only the network body (Conv, PRelu, Add, DepthToSpace) becomes float16; the
+uint8<->float pre/post-processing (scale by 255, round, clip, cast) stays float32,
+because in float16 the spacing of values near 255 is 0.125, which would move
+rounding decisions. This is the graph a strongly typed TensorRT network is
+built from (TensorRT >= 11 has no other way to run FP16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from srgan_deploy.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx
+
+CORE_OPS = frozenset({"Conv", "PRelu", "Add", "DepthToSpace"})
+
+
+def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy whose CORE_OPS run in float16 with Casts at the boundaries."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    core = [n for n in graph.node if n.op_type in CORE_OPS]
+    if not core:
+        raise ExportError("the ONNX graph has no convolution layers to convert to FP16")
+    produced_in_core = {o for n in core for o in n.output}
+    init_names = {i.name for i in graph.initializer}
+    used_by_core = {i for n in core for i in n.input}
+    for init in graph.initializer:
+        if init.name in used_by_core and init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    new_nodes: list[onnx.NodeProto] = []
+    to_half: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type in CORE_OPS:
+            for k, name in enumerate(node.input):
+                if name and name not in produced_in_core and name not in init_names:
+                    if name not in to_half:
+                        to_half[name] = f"{name}__fp16"
+                        new_nodes.append(
+                            helper.make_node(
+                                "Cast", [name], [to_half[name]], to=TensorProto.FLOAT16, name=f"{name}__to_fp16"
+                            )
+                        )
+                    node.input[k] = to_half[name]
+            new_nodes.append(node)
+        else:
+            new_nodes.append(node)
+    # tensors leaving the core: rename the producer's output, cast back under the original name
+    consumers_outside = {i for n in graph.node if n.op_type not in CORE_OPS for i in n.input} | {
+        o.name for o in graph.output
+    }
+    final: list[onnx.NodeProto] = []
+    for node in new_nodes:
+        final.append(node)
+        if node.op_type in CORE_OPS:
+            for k, name in enumerate(node.output):
+                if name in consumers_outside:
+                    half = f"{name}__fp16"
+                    node.output[k] = half
+                    for other in new_nodes:
+                        if other.op_type in CORE_OPS:
+                            for j, inp in enumerate(other.input):
+                                if inp == name:
+                                    other.input[j] = half
+                    final.append(
+                        helper.make_node("Cast", [half], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32")
+                    )
+    del graph.node[:]
+    graph.node.extend(final)
+    del graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_fp16_onnx(src: Path, dst: Path) -> Path:
+    import onnx
+
+    model = convert_core_to_fp16(onnx.load(str(src)))
+    tmp = dst.with_name(f".{dst.name}.partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+    return dst
+
+
+@dataclass(frozen=True)
+class Fp16Report:
+    """PSNR (dB) of FP16 output against FP32 output, per test image, and activation headroom."""
+
+    psnr: dict[str, float]
+    max_abs: dict[str, int]
+    peak_activation: float  # largest |activation| seen in FP32 over all inputs
+    budget_db: float
+
+    @property
+    def min_psnr(self) -> float:
+        return min(self.psnr.values())
+
+    @property
+    def headroom(self) -> float:
+        """How many times larger activations could grow before float16 overflows (65504)."""
+        return 65504.0 / max(self.peak_activation, 1e-12)
+
+
+# The TensorRT FP16 parity check requires PSNR(torch fp32, engine) >= this. Set from
+# measure_fp16() on the shipped model (see README "FP16 numerics budget"): the
+# measured minimum minus a margin for TensorRT's own kernel choices.
+FP16_BUDGET_DB = 40.0
+
+
+def stress_images(size: int = 48) -> dict[str, np.ndarray]:
+    """Saturated and high-contrast inputs: where FP16 overflow ("black frames") shows first."""
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    checker = (((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)
+    return {
+        "white": np.full((h, w, 3), 255, np.uint8),
+        "black": np.zeros((h, w, 3), np.uint8),
+        "checker-1px": np.repeat((((yy + xx) % 2) * 255).astype(np.uint8)[:, :, None], 3, axis=2),
+        "checker-2px-colour": np.stack([checker, 255 - checker, checker], axis=2),
+    }
+
+
+def measure_fp16(weights: str | Path | None, images: dict[str, np.ndarray]) -> Fp16Report:
+    """Run the model in float16 (torch, on GPU if present) and compare with float32 on uint8 output.
+
+    Torch is the reference the whole project is checked against, and its float16
+    convolutions keep float16 activations between layers, as TensorRT's FP16
+    kernels do. Also records the largest FP32 activation, to show the distance
+    from float16's overflow at 65504 (the "black frames" failure).
+    """
+    import torch
+
+    from srgan_deploy.metrics import psnr
+    from srgan_deploy.models import InferenceGenerator, fold_batchnorm
+    from srgan_deploy.weights import load_generator
+
+    generator, _ = load_generator(weights)
+    model32 = InferenceGenerator(fold_batchnorm(generator)).eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model32 = model32.to(device)
+    model16 = InferenceGenerator(fold_batchnorm(generator)).eval().to(device, torch.float16)
+    peak = 0.0
+
+    def track(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
+        nonlocal peak
+        peak = max(peak, float(out.detach().abs().max()))
+
+    hooks = [
+        m.register_forward_hook(track) for m in model32.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.PReLU))
+    ]
+    scores: dict[str, float] = {}
+    worst: dict[str, int] = {}
+    try:
+        for name, image in images.items():
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+            with torch.no_grad():
+                ref = model32(x).mul(255).round().clamp(0, 255).byte().cpu().numpy()
+                half = model16(x.half()).float()
+                if not torch.isfinite(half).all():
+                    raise ExportError(f"FP16 produced inf/NaN on '{name}': the model overflows float16")
+                out = half.mul(255).round().clamp(0, 255).byte().cpu().numpy()
+            scores[name] = min(psnr(ref, out), 99.0)
+            worst[name] = int(np.abs(ref.astype(np.int16) - out.astype(np.int16)).max())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return Fp16Report(scores, worst, peak, FP16_BUDGET_DB)

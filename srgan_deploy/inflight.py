@@ -1,0 +1,235 @@
+"""K in-flight slots: overlap frame i+1's upload and frame i-1's download with frame i's compute.
+
+Each slot owns a stream, pinned host input/output, device input/output and a
+completion event. ``SlotPipeline.run`` keeps up to K batches in flight and yields
+results strictly in submission order. What a slot computes is a ``Compute``: a
+TensorRT execution context (``TensorRTCompute``) or a torch op on the slot's
+stream (``TorchCompute``), so the pipeline is the same code either way and can be
+tested for real on any CUDA machine, and with a fake slot on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from srgan_deploy.errors import EngineError, ShapeError
+
+if TYPE_CHECKING:
+    from srgan_deploy.cuda_rt import Stream
+
+Shape = tuple[int, int, int]  # batch, height, width of the LR input (NHWC uint8, 3 channels)
+
+
+class Slot(Protocol):
+    def start(self, frames: np.ndarray) -> None:
+        """Enqueue upload, compute and download of ``frames``; return without waiting."""
+
+    def finish(self) -> np.ndarray:
+        """Wait for the last ``start`` to complete; return its output (a copy the caller owns)."""
+
+    def close(self) -> None: ...
+
+
+class Compute(Protocol):
+    def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
+        """Enqueue the model on ``stream``: uint8 NHWC at ``in_ptr`` -> uint8 NHWC at ``out_ptr``."""
+
+    def close(self) -> None: ...
+
+
+class SlotPipeline:
+    def __init__(self, slots: list[Slot]) -> None:
+        if not slots:
+            raise ValueError("a pipeline needs at least one slot")
+        self.slots = slots
+
+    def run(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscale every batch, keeping up to K in flight; outputs come back in input order."""
+        pending: deque[Slot] = deque()
+        k = len(self.slots)
+        try:
+            for i, batch in enumerate(batches):
+                slot = self.slots[i % k]
+                if len(pending) == k:
+                    yield pending.popleft().finish()
+                slot.start(batch)
+                pending.append(slot)
+            while pending:
+                yield pending.popleft().finish()
+        finally:
+            for slot in pending:  # abandoned by the consumer or an error: let queued work drain
+                # an error here is secondary: the one that stopped the loop is already propagating
+                with contextlib.suppress(EngineError):
+                    slot.finish()
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.close()
+
+
+class CudaSlot:
+    """One in-flight slot on a CUDA device (cuda-python memory, stream and event)."""
+
+    def __init__(self, compute: Compute, max_shape: Shape, scale: int) -> None:
+        from srgan_deploy.cuda_rt import DeviceBuffer, Event, PinnedBuffer, Stream
+
+        b, h, w = max_shape
+        self.max_shape = max_shape
+        self.scale = scale
+        self.compute = compute
+        in_bytes = b * h * w * 3
+        out_bytes = in_bytes * scale * scale
+        self.stream = Stream()
+        self.event = Event()
+        self.host_in = PinnedBuffer(in_bytes)
+        self.host_out = PinnedBuffer(out_bytes)
+        self.dev_in = DeviceBuffer(in_bytes)
+        self.dev_out = DeviceBuffer(out_bytes)
+        self._out_shape: tuple[int, int, int, int] | None = None
+
+    def start(self, frames: np.ndarray) -> None:
+        from srgan_deploy.cuda_rt import copy_d2h_async, copy_h2d_async
+
+        n, h, w, _ = frames.shape
+        mb, mh, mw = self.max_shape
+        if n > mb or h > mh or w > mw:
+            raise ShapeError(f"batch {frames.shape} exceeds the slot's buffers {self.max_shape}; use --tile")
+        in_bytes = frames.nbytes
+        self.host_in.array[:in_bytes] = frames.reshape(-1)
+        copy_h2d_async(self.dev_in, self.host_in, in_bytes, self.stream)
+        self.compute.enqueue(self.dev_in.ptr, self.dev_out.ptr, (n, h, w), self.stream)
+        s = self.scale
+        self._out_shape = (n, h * s, w * s, 3)
+        copy_d2h_async(self.host_out, self.dev_out, in_bytes * s * s, self.stream)
+        self.event.record(self.stream)
+
+    def finish(self) -> np.ndarray:
+        self.event.synchronize()
+        shape = self._out_shape
+        if shape is None:
+            raise EngineError("finish() without start()")
+        self._out_shape = None
+        count = int(np.prod(shape))
+        return self.host_out.array[:count].reshape(shape).copy()
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        self.compute.close()
+        for item in (self.host_in, self.host_out, self.dev_in, self.dev_out):
+            item.free()
+        self.event.destroy()
+        self.stream.destroy()
+
+
+class TensorRTCompute:
+    """A TensorRT execution context bound to one slot; CUDA-graph replay for repeated shapes."""
+
+    def __init__(
+        self, engine: Any, input_name: str, output_name: str, use_graphs: bool, notify: Callable[[str], None]
+    ) -> None:
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.input_name = input_name
+        self.output_name = output_name
+        self.use_graphs = use_graphs
+        self.notify = notify
+        self._shape: Shape | None = None
+        self._addresses: tuple[int, int] | None = None
+        self._warm: set[Shape] = set()
+        self._graphs: dict[Shape, Any] = {}
+
+    def _execute(self, stream: Stream) -> None:
+        if not self.context.execute_async_v3(stream.handle):
+            raise EngineError("TensorRT execute_async_v3 failed; rerun with --debug for TensorRT's log")
+
+    def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
+        from srgan_deploy.cuda_rt import Graph
+
+        if shape != self._shape:
+            b, h, w = shape
+            if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
+                raise ShapeError(
+                    f"input {b}x{h}x{w} is outside the engine's profile; rebuild with larger --max-shape or use --tile"
+                )
+            self._shape = shape
+        if self._addresses != (in_ptr, out_ptr):
+            self.context.set_tensor_address(self.input_name, in_ptr)
+            self.context.set_tensor_address(self.output_name, out_ptr)
+            self._addresses = (in_ptr, out_ptr)
+            self._drop_graphs()
+        if not self.use_graphs:
+            self._execute(stream)
+            return
+        graph = self._graphs.get(shape)
+        if graph is None and shape in self._warm:
+            try:
+                graph = Graph.capture(stream, lambda: self._execute(stream))
+                self._graphs[shape] = graph
+            except EngineError as exc:
+                self.use_graphs = False
+                self.notify(f"CUDA graph capture failed ({exc}); continuing without graphs")
+                self._execute(stream)
+                return
+        if graph is None:
+            self._warm.add(shape)  # TensorRT needs one plain enqueue per shape before capture
+            self._execute(stream)
+        else:
+            graph.launch(stream)
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.destroy()
+        self._graphs.clear()
+        self._warm.clear()
+
+    def close(self) -> None:
+        self._drop_graphs()
+        self.context = None
+
+
+def cuda_array(ptr: int, shape: tuple[int, ...]) -> Any:
+    """A torch uint8 CUDA tensor viewing raw device memory (via __cuda_array_interface__), no copy."""
+    import torch
+
+    class _View:
+        def __init__(self) -> None:
+            self.__cuda_array_interface__ = {
+                "shape": shape,
+                "typestr": "|u1",
+                "data": (ptr, False),
+                "version": 3,
+                "strides": None,
+            }
+
+    return torch.as_tensor(_View(), device="cuda")
+
+
+class TorchCompute:
+    """A torch op enqueued on the slot's (external) stream: the GPU-testable stand-in for the engine."""
+
+    def __init__(self, forward: Callable[[Any], Any], scale: int) -> None:
+        self.forward = forward
+        self.scale = scale
+
+    def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
+        import torch
+
+        b, h, w = shape
+        s = self.scale
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):  # type: ignore[no-untyped-call]
+            inp = cuda_array(in_ptr, (b, h, w, 3))
+            out = cuda_array(out_ptr, (b, h * s, w * s, 3))
+            out.copy_(self.forward(inp))
+
+    def close(self) -> None:
+        pass
+
+
+def split_batches(frames: np.ndarray, max_batch: int) -> list[np.ndarray]:
+    return [frames[i : i + max_batch] for i in range(0, frames.shape[0], max_batch)]
