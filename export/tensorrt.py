@@ -298,5 +298,16 @@ def get_engine(
         options.timing_cache = engine_dir / f"timing-{spec.gpu_name.replace(' ', '_')}-{spec.tensorrt_version}.cache"
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
     plan = build_serialized(source, spec, options, paths.log)
-    write_engine(paths, spec, plan, {"onnx": str(onnx_path), "source_onnx": str(source)})
+    from export.onnx import read_metadata
+    from srgan_deploy.config import ModelConfig
+
+    meta = read_metadata(onnx_path)
+    config = ModelConfig.from_json(meta.get("srgan_deploy.config", "{}"))
+    extra = {
+        "onnx": str(onnx_path),
+        "source_onnx": str(source),
+        "scale": config.scale,
+        "receptive_radius": config.receptive_radius,
+    }
+    write_engine(paths, spec, plan, extra)
     return paths.plan, spec, True

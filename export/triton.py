@@ -32,7 +32,7 @@ def config_text(model_name: str, fmt: str, io: str, max_batch: int, instances: i
         f'input [\n  {{\n    name: "input"\n    data_type: {dtype}\n    dims: {dims}\n  }}\n]\n'
         f'output [\n  {{\n    name: "output"\n    data_type: {dtype}\n    dims: {dims}\n  }}\n]\n'
         f"{batching}"
-        f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_GPU\n  }}\n]\n"
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: {'KIND_GPU' if fmt == 'tensorrt' else 'KIND_AUTO'}\n  }}\n]\n"
     )
 
 

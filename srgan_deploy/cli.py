@@ -190,6 +190,93 @@ def info(
             out.print(f"  {key}: {value}")
 
 
+@app.command()
+@handles_errors
+def export(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the .onnx / .plan files.")],
+    weights: WeightsOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | all")] = "onnx",
+    precision: Annotated[str, typer.Option("--precision", help="TensorRT precision: fp16 | fp32")] = "fp16",
+    io: Annotated[
+        str, typer.Option("--io", help="uint8 (NHWC bytes in/out, for video) | float32 (NCHW [0,1])")
+    ] = "uint8",
+    min_shape: Annotated[
+        str | None, typer.Option("--min-shape", help="Engine profile minimum, NxCxHxW (default 1x3x64x64).")
+    ] = None,
+    opt_shape: Annotated[
+        str | None, typer.Option("--opt-shape", help="Shape TensorRT tunes for (default 1x3x270x480).")
+    ] = None,
+    max_shape: Annotated[
+        str | None, typer.Option("--max-shape", help="Engine profile maximum (default 1x3x1080x1920).")
+    ] = None,
+    static_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--static-shape", help="Build for one fixed shape, e.g. a tile 1x3x256x256 (enables CUDA graphs)."
+        ),
+    ] = None,
+    triton_repo: Annotated[
+        Path | None, typer.Option("--triton-repo", help="Also write a Triton model repository here.")
+    ] = None,
+    engine_dir: Annotated[
+        Path | None, typer.Option("--engine-dir", help="Engine cache folder (default: user cache dir).")
+    ] = None,
+    workspace: Annotated[int, typer.Option("--workspace", help="TensorRT workspace limit in MiB.")] = 4096,
+    strongly_typed: Annotated[
+        bool,
+        typer.Option(
+            "--strongly-typed",
+            help="TensorRT 10: build from the FP16-converted ONNX, strongly typed (always on TensorRT >= 11).",
+        ),
+    ] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity checks against PyTorch.")] = False,
+) -> None:
+    """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT engine (verified on the GPU)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from export.run import ExportRequest, run_export
+    from export.shapes import ShapeProfile, parse_shape
+
+    if static_shape:
+        n, _, h, w = parse_shape(static_shape, "--static-shape")
+        profile = ShapeProfile.static(n, h, w)
+    else:
+        profile = ShapeProfile.parse(min_shape, opt_shape, max_shape)
+    request = ExportRequest(
+        out_dir=out_dir,
+        weights=weights,
+        fmt=fmt,
+        precision=precision,
+        io=io,
+        profile=profile,
+        verify=not no_verify,
+        triton_repo=triton_repo,
+        engine_dir=engine_dir,
+        workspace_mib=workspace,
+        strongly_typed=True if strongly_typed else None,
+    )
+    err = _stderr()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, step: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=step, total=total)
+
+        report = run_export(request, notify=lambda m: err.print(m, soft_wrap=True), on_progress=on_progress)
+    out = _stdout()
+    if report.onnx:
+        out.print(f"onnx: {report.onnx.path}")
+    if report.engine:
+        out.print(f"tensorrt: {report.engine}")
+    for folder in report.triton:
+        out.print(f"triton: {folder}")
+
+
 PAPER_TABLE = {  # Ledig et al. 2017, Table 2, 4x, Y-PSNR dB / SSIM
     "set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
     "set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},

@@ -1,0 +1,167 @@
+"""``srgan-deploy export``: weights -> verified ONNX -> verified TensorRT engine -> Triton repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
+from export.onnx import IO_MODES, OnnxArtifact, export_onnx
+from export.shapes import ShapeProfile
+from export.verify import Parity, check_parity, make_input, torch_reference, verify_onnx
+from srgan_deploy.errors import ConfigError, OutputError, ParityError
+from srgan_deploy.weights import read_info
+
+FORMATS = ("onnx", "tensorrt", "all")
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    out_dir: Path
+    weights: str | None = None
+    fmt: str = "onnx"
+    precision: str = "fp16"
+    io: str = "uint8"
+    profile: ShapeProfile = field(default_factory=lambda: ShapeProfile.parse(None, None, None))
+    verify: bool = True
+    triton_repo: Path | None = None
+    engine_dir: Path | None = None
+    workspace_mib: int = 4096
+    strongly_typed: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ConfigError(f"unknown --format '{self.fmt}'; choose onnx, tensorrt or all")
+        if self.io not in IO_MODES:
+            raise ConfigError(f"unknown --io '{self.io}'; choose uint8 or float32")
+        if self.precision not in ("fp16", "fp32"):
+            raise ConfigError(f"unknown --precision '{self.precision}'; choose fp16 or fp32")
+
+    @property
+    def wants_tensorrt(self) -> bool:
+        return self.fmt in ("tensorrt", "all")
+
+
+@dataclass
+class ExportReport:
+    onnx: OnnxArtifact | None = None
+    onnx_parity: list[Parity] = field(default_factory=list)
+    fp16: Fp16Report | None = None
+    engine: Path | None = None
+    engine_parity: list[Parity] = field(default_factory=list)
+    engine_built: bool = False
+    triton: list[Path] = field(default_factory=list)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from exc
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder {folder} is not writable; choose another -o")
+
+
+def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precision: str) -> list[Parity]:
+    """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile; FP16 must reach the PSNR budget."""
+    from srgan_deploy.backends import BackendOptions
+    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+
+    lo, hi = profile.min, profile.max
+    shapes = [lo, (hi[0], min(hi[1], max(lo[1], 37)), min(hi[2], max(lo[2], 53)))]
+    results: list[Parity] = []
+    with TensorRTBackend(BackendOptions(weights=str(plan), precision=precision)) as engine:
+        run = engine.upscale
+        if precision == "fp32":
+            return check_parity(run, torch_reference(weights, "uint8"), "uint8", shapes, what="TensorRT engine")
+        reference = torch_reference(weights, "uint8")
+        from export.verify import compare
+
+        for k, shape in enumerate(shapes):
+            frames = make_input(shape, seed=k)
+            result = compare(reference(frames), run(frames), shape, 255.0)
+            results.append(result)
+            if result.psnr < FP16_BUDGET_DB:
+                raise ParityError(
+                    f"FP16 engine PSNR {result.psnr:.1f} dB vs PyTorch is below the {FP16_BUDGET_DB:.0f} dB budget at {result.line()}"
+                )
+    return results
+
+
+def run_export(
+    request: ExportRequest,
+    notify: Notify = lambda msg: None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ExportReport:
+    from srgan_deploy.cache import cache_dir
+
+    info = read_info(request.weights)  # fails early on a bad weights file
+    if request.wants_tensorrt:
+        from export.tensorrt import load_tensorrt
+
+        load_tensorrt()  # fails early, before any work, when TensorRT is missing
+    _check_writable(request.out_dir)
+    report = ExportReport()
+    name = info.name
+    onnx_path = request.out_dir / f"{name}-{request.io}.onnx"
+    report.onnx = export_onnx(info.path, onnx_path, io=request.io)
+    notify(f"ONNX written: {onnx_path} (opset 17, io {request.io}, sha256 {report.onnx.sha256[:12]})")
+    if request.verify:
+        report.onnx_parity = verify_onnx(onnx_path, str(info.path), request.io)
+        for parity in report.onnx_parity:
+            notify(f"  onnxruntime vs PyTorch {parity.line()}")
+    if request.wants_tensorrt:
+        from export.tensorrt import BuildOptions, get_engine
+
+        if request.io != "uint8":
+            raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
+        if request.precision == "fp16":
+            report.fp16 = measure_fp16(info.path, {**stress_images(), "natural": make_input((1, 64, 64), 7)[0]})
+            worst = min(report.fp16.psnr, key=lambda k: report.fp16.psnr[k] if report.fp16 else 0.0)
+            notify(
+                f"FP16 budget: engine must reach >= {FP16_BUDGET_DB:.0f} dB PSNR vs PyTorch fp32; torch fp16 measured "
+                f"{report.fp16.min_psnr:.1f} dB at worst ('{worst}'), activations peak at {report.fp16.peak_activation:.1f} "
+                f"({report.fp16.headroom:.0f}x below the float16 limit)"
+            )
+        engine_dir = request.engine_dir or cache_dir() / "engines"
+        options = BuildOptions(
+            workspace_mib=request.workspace_mib,
+            strongly_typed=request.strongly_typed,
+            on_progress=on_progress,
+            notify=notify,
+        )
+        plan, spec, built = get_engine(
+            onnx_path, engine_dir, request.precision, request.profile, "uint8", options, name=name
+        )
+        report.engine_built = built
+        if not built:
+            notify(f"TensorRT engine taken from the cache: {plan}")
+        target = request.out_dir / f"{name}-{request.precision}.plan"
+        shutil.copyfile(plan, target)
+        shutil.copyfile(plan.with_suffix(".json"), target.with_suffix(".json"))
+        report.engine = target
+        notify(
+            f"TensorRT engine written: {target} (TensorRT {spec.tensorrt_version}, {spec.gpu_name}, profile {spec.profile.to_list()})"
+        )
+        if request.verify:
+            report.engine_parity = verify_engine(target, str(info.path), request.profile, request.precision)
+            for parity in report.engine_parity:
+                notify(f"  TensorRT vs PyTorch {parity.line()}")
+    if request.triton_repo is not None:
+        from export.triton import write_model
+
+        report.triton.append(
+            write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None)
+        )
+        if report.engine is not None:
+            report.triton.append(
+                write_model(
+                    request.triton_repo, name.replace("-", "_"), "tensorrt", report.engine, "uint8", request.profile
+                )
+            )
+        notify(f"Triton model repository: {request.triton_repo} ({', '.join(p.name for p in report.triton)})")
+    return report
