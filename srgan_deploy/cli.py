@@ -277,6 +277,69 @@ def export(
         out.print(f"triton: {folder}")
 
 
+@app.command()
+@handles_errors
+def bench(
+    ctx: typer.Context,
+    backend: Annotated[
+        str, typer.Option("--backend", "-b", help="Comma-separated backends, or 'all' available.")
+    ] = "all",
+    size: Annotated[str, typer.Option("--input", help="Input WIDTHxHEIGHT, e.g. 480x270.")] = "480x270",
+    output: Annotated[
+        str | None, typer.Option("--output", help="Or give the output size instead: 1080p, 720p, 2160p or WxH.")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Frames per call.")] = 1,
+    iters: Annotated[int, typer.Option("--iters", help="Timed iterations.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up iterations.")] = 3,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    slots: Annotated[int, typer.Option("--slots", help="In-flight batches on GPU backends.")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON to this file.")] = None,
+) -> None:
+    """Latency (p50/p90/p99), frames/s, GFLOP/s vs the same-run GEMM peak, and parity vs PyTorch, per backend."""
+    from rich.table import Table
+
+    from srgan_deploy.bench import BenchConfig, input_for_output, parse_size, run_bench, write_json
+    from srgan_deploy.weights import read_info
+
+    scale = read_info(weights).config.scale
+    height, width = input_for_output(output, scale) if output else parse_size(size)
+    names = tuple(b.strip() for b in backend.split(",") if b.strip())
+    config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots)
+    err = _stderr()
+    report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True))
+    table = Table(
+        "backend",
+        "device",
+        "p50 ms",
+        "p99 ms",
+        "fps",
+        "GFLOP/s",
+        "of peak",
+        "PSNR",
+        "max",
+        title=f"{width}x{height} -> {width * scale}x{height * scale}, batch {batch}, {iters} iters",
+        caption="fps with in-flight pipelining; peak = same-run GEMM; PSNR/max-abs vs torch fp32",
+    )
+    for r in report["results"]:
+        table.add_row(
+            r["backend"],
+            r["device"],
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['fps']:.2f}",
+            f"{r['gflops']:.0f}",
+            f"{100 * r['peak_fraction']:.0f}% of {r['peak_gflops']:.0f}",
+            f"{r['psnr_vs_torch']:.1f}",
+            f"{r['max_abs_vs_torch']:.0f}",
+        )
+    _stdout().print(table)
+    if json_out:
+        write_json(report, json_out)
+        err.print(f"wrote {json_out}")
+
+
 PAPER_TABLE = {  # Ledig et al. 2017, Table 2, 4x, Y-PSNR dB / SSIM
     "set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
     "set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},

@@ -1,0 +1,253 @@
+"""``srgan-deploy bench``: latency, throughput, GFLOP/s against the same-run GEMM peak, parity vs torch.
+
+Each backend is warmed up, then timed over ``iters`` calls; the GEMM peak is
+measured in the same process on the same device, so the fraction is a ratio of
+two numbers taken under the same conditions (thermal state, other load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import ConfigError
+
+NAMED_OUTPUTS = {
+    "480p": (480, 854),
+    "720p": (720, 1280),
+    "1080p": (1080, 1920),
+    "1440p": (1440, 2560),
+    "2160p": (2160, 3840),
+    "4k": (2160, 3840),
+}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``480x270`` (width x height, as video tools write it) -> (height, width)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[x×X]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ConfigError(f"size '{text}' must be WIDTHxHEIGHT with positive numbers, e.g. 480x270")
+    return int(m.group(2)), int(m.group(1))
+
+
+def input_for_output(name: str, scale: int) -> tuple[int, int]:
+    """Input (height, width) that upscales to a named output size such as 1080p."""
+    key = name.lower()
+    if key in NAMED_OUTPUTS:
+        h, w = NAMED_OUTPUTS[key]
+    else:
+        h, w = parse_size(name)
+    if h % scale or w % scale:
+        raise ConfigError(f"output {w}x{h} is not divisible by the scale {scale}")
+    return h // scale, w // scale
+
+
+def model_gflops(config: ModelConfig, height: int, width: int) -> float:
+    """Convolution GFLOP (2 x MACs) of one frame; element-wise ops are <1 % and left out."""
+    c = config.channels
+    px = height * width
+    macs = 3 * c * 81 * px  # head 9x9
+    macs += (2 * config.blocks + 1) * c * c * 9 * px  # residual blocks + trunk conv
+    for k in range(config.upsample_steps):
+        macs += c * 4 * c * 9 * px * (4**k)  # conv before each PixelShuffle(2)
+    macs += c * 3 * 81 * px * config.scale**2  # tail 9x9 at output resolution
+    return 2.0 * macs / 1e9
+
+
+def gemm_peak_gflops(device: str, threads: int | None = None, seconds: float = 1.0) -> float:
+    """Best observed fp32 (CPU) or fp16 (CUDA, tensor cores) matrix-multiply rate on ``device``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    on_gpu = device.startswith("cuda")
+    n = 8192 if on_gpu else 1536
+    dtype = torch.float16 if on_gpu else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    for i in range(200):
+        if on_gpu:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if on_gpu:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        if i > 0:  # the first call pays for allocation / kernel selection
+            best = min(best, elapsed)
+        if i >= 3 and time.perf_counter() > deadline:
+            break
+    return 2.0 * n**3 / best / 1e9
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    from srgan_deploy.info import gpu_info
+
+    return {
+        "host": platform.node(),
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpu": gpu_info(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    device: str
+    input: list[int]
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    fps: float
+    output_mps: float
+    gflops: float
+    peak_gflops: float
+    peak_fraction: float
+    psnr_vs_torch: float
+    max_abs_vs_torch: float
+    gflop_per_frame: float
+    iters: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    backends: tuple[str, ...] = ("all",)
+    height: int = 270
+    width: int = 480
+    batch: int = 1
+    warmup: int = 3
+    iters: int = 20
+    weights: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    slots: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.iters < 1 or self.warmup < 0:
+            raise ConfigError("--batch and --iters must be >= 1, --warmup >= 0")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def resolve_backends(names: tuple[str, ...]) -> list[str]:
+    from srgan_deploy.backends import BACKEND_NAMES, availability
+    from srgan_deploy.errors import UnknownBackendError
+
+    avail = availability()
+    if names == ("all",):
+        return [n for n in ("tensorrt", "onnxruntime", "torch") if avail[n][0]]
+    for name in names:
+        if name not in BACKEND_NAMES or name == "auto":
+            raise UnknownBackendError(
+                f"unknown backend '{name}' for bench; choose from tensorrt, onnxruntime, torch, bicubic or all"
+            )
+    return list(names)
+
+
+def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    from export.verify import make_input
+    from srgan_deploy.backends import BackendOptions, create
+    from srgan_deploy.metrics import psnr
+    from srgan_deploy.weights import read_info
+
+    model = read_info(config.weights).config
+    frames = make_input((config.batch, config.height, config.width), seed=0)
+    gflop = model_gflops(model, config.height, config.width)
+    notify(
+        f"model {model.channels}x{model.blocks} x{model.scale}: {gflop:.1f} GFLOP per {config.width}x{config.height} frame"
+    )
+    reference: np.ndarray | None = None
+    peaks: dict[str, float] = {}
+    results: list[BenchResult] = []
+    names = resolve_backends(config.backends)
+    # the reference first: torch fp32 on CPU
+    with create(
+        "torch", BackendOptions(weights=config.weights, device="cpu", precision="fp32", threads=config.threads)
+    )[0] as ref:
+        reference = ref.upscale(frames)
+    for name in names:
+        options = BackendOptions(
+            weights=config.weights, device=config.device, threads=config.threads, slots=config.slots
+        )
+        backend, _ = create(name, options)
+        with backend:
+            notify(f"{name}: warming up on {backend.device_label}")
+            for _ in range(config.warmup):
+                out = backend.upscale(frames)
+            latencies = []
+            for _ in range(config.iters):
+                t0 = time.perf_counter()
+                out = backend.upscale(frames)
+                latencies.append(time.perf_counter() - t0)
+            # throughput with the backend's own in-flight pipelining (same as latency on CPU backends)
+            t0 = time.perf_counter()
+            count = sum(1 for _ in backend.upscale_many(frames for _ in range(config.iters)))
+            throughput_s = (time.perf_counter() - t0) / count
+            device = "cuda" if backend.device_label.startswith("cuda") else "cpu"
+        if device not in peaks:
+            notify(f"measuring {device} GEMM peak")
+            peaks[device] = gemm_peak_gflops("cuda" if device == "cuda" else "cpu", config.threads)
+        per_iter = min(float(np.mean(latencies)), throughput_s)
+        fps = config.batch / per_iter
+        achieved = gflop * fps
+        diff = np.abs(reference.astype(np.int16) - out.astype(np.int16))
+        results.append(
+            BenchResult(
+                backend=name,
+                device=backend.device_label,
+                input=[config.height, config.width],
+                batch=config.batch,
+                p50_ms=percentile(latencies, 50) * 1e3,
+                p90_ms=percentile(latencies, 90) * 1e3,
+                p99_ms=percentile(latencies, 99) * 1e3,
+                fps=fps,
+                output_mps=fps * config.height * config.width * model.scale**2 / 1e6,
+                gflops=achieved,
+                peak_gflops=peaks[device],
+                peak_fraction=achieved / peaks[device] if name != "bicubic" else 0.0,
+                psnr_vs_torch=min(psnr(reference, out), 99.0),
+                max_abs_vs_torch=float(diff.max()),
+                gflop_per_frame=gflop,
+                iters=config.iters,
+                extra={"fps_sync": config.batch / float(np.mean(latencies))},
+            )
+        )
+    return {
+        "machine": machine_info(),
+        "config": {**asdict(config), "backends": names},
+        "results": [asdict(r) for r in results],
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,313 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from srgan_deploy.backends import BackendOptions, choose, create
+from srgan_deploy.backends.torch_backend import TorchBackend
+from srgan_deploy.bench import BenchConfig, input_for_output, model_gflops, parse_size, run_bench
+from srgan_deploy.cli import app
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    EngineError,
+    ShapeError,
+    UnknownBackendError,
+)
+from srgan_deploy.inflight import SlotPipeline
+from srgan_deploy.metrics import psnr
+from srgan_deploy.tiling import TilePlan, upscale_tiled
+from tests.conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def torch_ref(tiny_weights: Path) -> TorchBackend:
+    backend = TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu"))
+    backend.open()
+    return backend
+
+
+def frames_of(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    n, h, w = shape
+    return np.stack([smooth_image(h, w, seed + i) for i in range(n)])
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53), (2, 21, 17), (1, 1, 1)])
+def test_onnxruntime_matches_torch(
+    tiny_weights: Path, cache_dir: Path, torch_ref: TorchBackend, shape: tuple[int, int, int]
+) -> None:
+    frames = frames_of(shape)
+    with create("onnxruntime", BackendOptions(weights=str(tiny_weights), cache_dir=cache_dir, device="cpu"))[
+        0
+    ] as ort_backend:
+        out = ort_backend.upscale(frames)
+    ref = torch_ref.upscale(frames)
+    assert out.shape == ref.shape == (shape[0], shape[1] * 4, shape[2] * 4, 3)
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.001
+
+
+def test_bicubic_backend_is_plain_resize(tiny_weights: Path) -> None:
+    import cv2
+
+    frame = frames_of((1, 10, 12))
+    with create("bicubic", BackendOptions(weights=str(tiny_weights)))[0] as backend:
+        out = backend.upscale(frame)
+    assert np.array_equal(out[0], cv2.resize(frame[0], (48, 40), interpolation=cv2.INTER_CUBIC))
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 70),
+    w=st.integers(1, 70),
+    tile=st.integers(2 * 12 + 1, 48),
+)
+def test_tiled_equals_untiled(torch_ref: TorchBackend, h: int, w: int, tile: int) -> None:
+    radius = torch_ref.info.config.receptive_radius
+    frames = frames_of((1, h, w), seed=h * 100 + w)
+    whole = torch_ref._infer(frames)
+    plan = TilePlan.for_frame(h, w, tile, radius)
+    tiled = upscale_tiled(frames, plan, torch_ref._infer, 4)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1  # float reassociation across tile sizes
+
+
+def test_tiles_are_all_full_size_and_cover_the_frame() -> None:
+    plan = TilePlan.for_frame(100, 70, 40, 6)
+    for start, a, b in plan.rows:
+        assert (
+            start >= 0
+            and start + 40 <= 100
+            and start <= a - (6 if a else 0)
+            and b + (6 if b < 100 else 0) <= start + 40
+        )
+    assert plan.rows[0][1] == 0 and plan.rows[-1][2] == 100
+    assert all(plan.rows[i][2] == plan.rows[i + 1][1] for i in range(len(plan.rows) - 1))
+
+
+def test_too_small_overlap_changes_the_result(torch_ref: TorchBackend) -> None:
+    frames = frames_of((1, 60, 60))
+    whole = torch_ref._infer(frames)
+    plan = TilePlan.for_frame(60, 60, 26, 2)
+    tiled = upscale_tiled(frames, plan, torch_ref._infer, 4)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() > 1  # the radius matters
+
+
+def test_tile_smaller_than_twice_the_overlap_is_refused() -> None:
+    with pytest.raises(ConfigError, match="too small"):
+        TilePlan.for_frame(100, 100, 20, 12)
+
+
+def test_backend_tiles_automatically_with_tile_option(tiny_weights: Path) -> None:
+    frames = frames_of((1, 50, 41))
+    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu", tile=30)) as tiled:
+        out = tiled.upscale(frames)
+    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as whole:
+        ref = whole.upscale(frames)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+# ----------------------------------------------------------------------------- auto choice
+
+
+def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    import srgan_deploy.backends as backends
+    import srgan_deploy.backends.ort_backend as ort_backend
+
+    def fake(avail: dict[str, bool], ort_cuda: bool = False, cuda: bool = False) -> str:
+        monkeypatch.setattr(backends, "availability", lambda: {k: (v, "x") for k, v in avail.items()})
+        monkeypatch.setattr(ort_backend, "ort_has_cuda", lambda: ort_cuda)
+        monkeypatch.setattr(backends, "_cuda_available", lambda: cuda)
+        choice = choose("auto", BackendOptions())
+        return f"{choice.name}/{choice.options.device}"
+
+    everything = {"tensorrt": True, "onnxruntime": True, "torch": True, "bicubic": True}
+    assert fake(everything, True, True) == "tensorrt/cuda"
+    assert fake({**everything, "tensorrt": False}, True, True) == "onnxruntime/cuda"
+    assert fake({**everything, "tensorrt": False}, False, True) == "torch/cuda"
+    assert fake({**everything, "tensorrt": False}, False, False) == "onnxruntime/cpu"
+    assert fake({**everything, "tensorrt": False, "onnxruntime": False}) == "torch/cpu"
+    with pytest.raises(BackendUnavailableError):
+        fake({"tensorrt": False, "onnxruntime": False, "torch": False, "bicubic": True})
+
+
+def test_unknown_and_unavailable_backends() -> None:
+    with pytest.raises(UnknownBackendError, match="unknown backend"):
+        choose("warp", BackendOptions())
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        choose("tensorrt", BackendOptions())
+
+
+def test_engine_file_from_another_model_is_refused(tmp_path: Path) -> None:
+    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+
+    plan = tmp_path / "other.plan"
+    plan.write_bytes(b"x")
+    backend = TensorRTBackend(BackendOptions(weights=str(plan)))
+    with pytest.raises((EngineError, BackendUnavailableError)):
+        backend.open()
+
+
+def test_bad_frames_are_refused(torch_ref: TorchBackend) -> None:
+    with pytest.raises(ShapeError):
+        torch_ref.upscale(np.zeros((1, 8, 8, 4), np.uint8))
+    with pytest.raises(ShapeError):
+        torch_ref.upscale(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ShapeError):
+        torch_ref.upscale(np.zeros((0, 8, 8, 3), np.uint8))
+
+
+# ----------------------------------------------------------------------------- slot pipeline
+
+
+class ThreadSlot:
+    """A fake device slot: its 'stream' is a one-thread executor, so work really runs asynchronously."""
+
+    def __init__(self, index: int, log: list[tuple[str, int]], lock: threading.Lock) -> None:
+        self.index = index
+        self.stream = ThreadPoolExecutor(max_workers=1)
+        self.future: Future[np.ndarray] | None = None
+        self.host_in = np.zeros((4, 8, 8, 3), np.uint8)  # reused buffer, like pinned memory
+        self.log = log
+        self.lock = lock
+
+    def start(self, frames: np.ndarray) -> None:
+        assert self.future is None, "slot reused before its result was collected"
+        n = frames.shape[0]
+        self.host_in[:n] = frames
+        tag = int(frames[0, 0, 0, 0])
+
+        def work() -> np.ndarray:
+            time.sleep(0.002 * ((tag * 7) % 5))  # completions out of order across slots
+            with self.lock:
+                self.log.append(("compute", tag))
+            return self.host_in[:n].repeat(2, axis=1).repeat(2, axis=2).copy()
+
+        self.future = self.stream.submit(work)
+
+    def finish(self) -> np.ndarray:
+        assert self.future is not None
+        out = self.future.result()
+        self.future = None
+        return out
+
+    def close(self) -> None:
+        self.stream.shutdown()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_pipeline_returns_frames_in_order_with_k_in_flight(k: int) -> None:
+    log: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    slots = [ThreadSlot(i, log, lock) for i in range(k)]
+    pipeline = SlotPipeline(list(slots))
+    batches = [np.full((1 + i % 3, 8, 8, 3), i, np.uint8) for i in range(12)]
+    outputs = list(pipeline.run(batches))
+    pipeline.close()
+    assert [int(o[0, 0, 0, 0]) for o in outputs] == list(range(12))
+    assert all(o.shape == (b.shape[0], 16, 16, 3) for o, b in zip(outputs, batches, strict=True))
+    if k > 1:
+        order = [tag for _, tag in log]
+        assert order != sorted(order) or k == 1  # computations really overlapped / reordered
+
+
+def test_pipeline_drains_when_the_consumer_stops_early() -> None:
+    log: list[tuple[str, int]] = []
+    slots = [ThreadSlot(i, log, threading.Lock()) for i in range(2)]
+    pipeline = SlotPipeline(list(slots))
+    gen = pipeline.run(np.full((1, 8, 8, 3), i, np.uint8) for i in range(10))
+    assert int(next(gen)[0, 0, 0, 0]) == 0
+    gen.close()
+    assert all(s.future is None for s in slots)  # nothing left in flight
+    pipeline.close()
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def test_size_parsing() -> None:
+    assert parse_size("480x270") == (270, 480)
+    assert input_for_output("1080p", 4) == (270, 480)
+    with pytest.raises(ConfigError):
+        parse_size("480")
+    with pytest.raises(ConfigError):
+        input_for_output("1081x3", 4)
+
+
+def test_gflops_of_the_paper_model() -> None:
+    # 64x16 at 240x135: ~144 GFLOP (2 x MACs of every convolution)
+    assert model_gflops(ModelConfig(), 135, 240) == pytest.approx(143.7, rel=0.01)
+
+
+def test_bench_json_schema(
+    tiny_weights: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SRGAN_DEPLOY_CACHE", str(cache_dir))
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "-w",
+            str(tiny_weights),
+            "-b",
+            "onnxruntime,torch",
+            "--input",
+            "24x16",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert set(data) >= {"machine", "results"}
+    keys = {
+        "backend",
+        "device",
+        "input",
+        "batch",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "fps",
+        "gflops",
+        "peak_gflops",
+        "peak_fraction",
+        "psnr_vs_torch",
+        "max_abs_vs_torch",
+    }
+    assert [r["backend"] for r in data["results"]] == ["onnxruntime", "torch"]
+    for r in data["results"]:
+        assert keys <= set(r)
+        assert r["input"] == [16, 24] and r["batch"] == 1
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0
+        assert 0 < r["peak_fraction"] < 1.5 and r["peak_gflops"] > 0
+    assert data["results"][1]["psnr_vs_torch"] == 99.0 and data["results"][1]["max_abs_vs_torch"] == 0
+    assert data["results"][0]["max_abs_vs_torch"] <= 1
+
+
+def test_bench_rejects_unknown_backend(tiny_weights: Path) -> None:
+    with pytest.raises(UnknownBackendError):
+        run_bench(BenchConfig(("warp",), 8, 8, weights=str(tiny_weights)))
+
+
+def test_psnr_helper() -> None:
+    a = np.zeros((4, 4), np.uint8)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 1) == pytest.approx(48.13, abs=0.01)
