@@ -1,0 +1,281 @@
+"""decode -> upscale -> encode in three threads with bounded queues.
+
+Decode and encode run in worker threads (PyAV/FFmpeg release the GIL), the
+upscale stage runs in the calling thread (GPU contexts and Ctrl-C stay there).
+Queues are bounded, so a fast decoder waits instead of filling memory; frames
+keep their order end to end. The output is written to a temporary file in the
+destination folder and renamed only on success: an error, Ctrl-C or SIGTERM
+never leaves a truncated file where the output should be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.backends import Backend
+from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
+from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    source: Path
+    target: Path
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    start: float | None = None
+    duration: float | None = None
+    max_frames: int | None = None
+    batch: int = 1
+    queue_size: int = 8
+    side_by_side: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.queue_size < 1:
+            raise ConfigError("--batch and the queue size must be >= 1")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError("--max-frames must be >= 1")
+        if self.duration is not None and self.duration <= 0:
+            raise ConfigError("--duration must be positive")
+        if self.start is not None and self.start < 0:
+            raise ConfigError("--start must be >= 0")
+
+
+@dataclass
+class VideoResult:
+    frames: int
+    seconds: float
+    output: Path
+    output_bytes: int
+    width: int
+    height: int
+    bad_packets: int
+    side_packets: int
+    codec: str
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Stage(threading.Thread):
+    """A worker thread that records its exception instead of dying silently."""
+
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            self.error = exc
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put with backpressure, giving up when the pipeline is stopping."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue[Any], stop: threading.Event, stages: list[_Stage]) -> Any:
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            for stage in stages:
+                if stage.error is not None:
+                    raise stage.error from None
+            if stop.is_set():
+                return _END
+
+
+def check_paths(job: VideoJob) -> str:
+    if not job.source.exists():
+        from srgan_deploy.errors import InputFileError
+
+        raise InputFileError(f"no such file: {job.source}")
+    fmt = container_format(job.target)
+    if job.target.resolve() == job.source.resolve():
+        raise OutputExistsError("output and input are the same file; choose another output name")
+    if job.target.exists() and not job.overwrite:
+        raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
+    if not job.target.parent.exists():
+        raise OutputError(f"output folder {job.target.parent} does not exist")
+    return fmt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (cleanup runs); only possible from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return np.concatenate([left, right], axis=2)
+
+
+def upscale_video(
+    job: VideoJob,
+    backend: Backend,
+    on_progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] = lambda m: None,
+) -> VideoResult:
+    """Run the whole job; returns a summary. The backend must already be open."""
+    fmt = check_paths(job)
+    source = Source(job.source, job.start, job.duration, job.max_frames)
+    scale = backend.scale
+    width = source.info.width * scale * (2 if job.side_by_side else 1)
+    height = source.info.height * scale
+    tmp = job.target.with_name(f".{job.target.stem}.partial-{os.getpid()}{job.target.suffix}")
+    stop = threading.Event()
+    frames_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
+    out_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
+    side_q: queue.Queue[Any] = queue.Queue()
+    sink: Sink | None = None
+    t0 = time.perf_counter()
+    stages: list[_Stage] = []
+    try:
+        sink = Sink(tmp, fmt, source, width, height, job.encode, warn)
+
+        def decode() -> None:
+            for frame in source.frames(side_q.put, warn):
+                if not _put(frames_q, frame, stop):
+                    return
+            _put(frames_q, _END, stop)
+
+        def encode() -> None:
+            assert sink is not None
+            while True:
+                item = _get(out_q, stop, [])
+                while not side_q.empty():
+                    sink.write_side_packet(side_q.get_nowait())
+                if item is _END:
+                    break
+                rgb, pts = item
+                if sink.frames == 0:
+                    sink.set_rotation(source.info.rotation)
+                sink.write_frame(rgb, pts)
+                if on_progress:
+                    on_progress(sink.frames, source.expected_frames())
+            while not side_q.empty():
+                sink.write_side_packet(side_q.get_nowait())
+
+        decoder = _Stage("decode", decode)
+        encoder = _Stage("encode", encode)
+        stages = [decoder, encoder]
+        decoder.start()
+        encoder.start()
+
+        pending_pts: list[list[int]] = []
+        pending_lr: list[np.ndarray] = []
+
+        def batches() -> Iterator[np.ndarray]:
+            while True:
+                first = _get(frames_q, stop, stages)
+                if first is _END:
+                    return
+                group = [first]
+                while len(group) < job.batch:
+                    try:
+                        nxt = frames_q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _END:
+                        frames_q.put(_END)
+                        break
+                    group.append(nxt)
+                if group[0].rgb.shape != group[-1].rgb.shape:
+                    raise VideoError("frame size changes mid-stream; split the video first")
+                pending_pts.append([f.pts for f in group])
+                lr = np.stack([f.rgb for f in group])
+                if job.side_by_side:
+                    pending_lr.append(lr)
+                yield lr
+
+        with sigterm_as_interrupt():
+            bicubic = None
+            if job.side_by_side:
+                import cv2
+
+                def bicubic(frame: np.ndarray) -> np.ndarray:
+                    return np.asarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC))
+
+            for upscaled in backend.upscale_many(batches()):
+                pts_list = pending_pts.pop(0)
+                lows = pending_lr.pop(0) if job.side_by_side else None
+                for k, pts in enumerate(pts_list):
+                    frame = upscaled[k]
+                    if lows is not None and bicubic is not None:
+                        frame = np.concatenate([bicubic(lows[k]), frame], axis=1)
+                    if not _put(out_q, (frame, pts), stop):
+                        break
+                if encoder.error is not None:
+                    raise encoder.error
+            _put(out_q, _END, stop)
+            while encoder.is_alive():
+                encoder.join(timeout=0.1)
+            for stage in stages:
+                if stage.error is not None:
+                    raise stage.error
+        if sink.frames == 0:
+            raise VideoError(f"no video frames could be decoded from {job.source} (in the requested segment)")
+        sink.finish()
+        encoded, codec = sink.frames, sink.codec
+        sink = None
+        tmp.replace(job.target)
+    except KeyboardInterrupt:
+        stop.set()
+        raise Interrupted(f"interrupted; no output written ({job.target} left untouched)") from None
+    finally:
+        stop.set()
+        for stage in stages:
+            stage.join(timeout=5)
+        if sink is not None:
+            sink.abort()
+        source.close()
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - t0
+    return VideoResult(
+        frames=encoded,
+        seconds=seconds,
+        output=job.target,
+        output_bytes=job.target.stat().st_size,
+        width=width,
+        height=height,
+        bad_packets=source.stats.bad_packets,
+        side_packets=source.stats.side_packets,
+        codec=codec,
+    )

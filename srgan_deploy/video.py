@@ -1,0 +1,404 @@
+"""Video I/O on PyAV (FFmpeg's libraries): decode to RGB frames, encode upscaled frames, copy audio/subtitles.
+
+What is kept from the source: frame timestamps (variable frame rate too), frame
+rate, duration, display rotation, colour range/primaries/transfer/matrix, and
+audio + subtitle streams, copied packet for packet without re-encoding (re-encoded
+only when the output container cannot hold the codec, with a warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.errors import ConfigError, InputFileError, VideoError
+
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+# codecs each container can hold without re-encoding (anything for matroska)
+AUDIO_OK = {
+    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
+    "webm": {"opus", "vorbis"},
+}
+SUBTITLE_OK = {"mp4": {"mov_text"}, "mov": {"mov_text"}, "webm": {"webvtt"}}
+VIDEO_OK = {"webm": {"libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"}}
+CODEC_ALIASES = {
+    "h264": "libx264",
+    "hevc": "libx265",
+    "h265": "libx265",
+    "x264": "libx264",
+    "x265": "libx265",
+    "vp9": "libvpx-vp9",
+    "av1": "libsvtav1",
+    "nvenc": "h264_nvenc",
+}
+# AVColorSpace -> swscale colorspace constant (SWS_CS_*)
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str = "yuv420p"
+
+    def resolved_codec(self, container: str, warn: Callable[[str], None]) -> str:
+        import av
+
+        name = CODEC_ALIASES.get(self.codec.lower(), self.codec.lower())
+        if container in VIDEO_OK and name not in VIDEO_OK[container]:
+            warn(f"{container} cannot hold {name}; encoding VP9 instead")
+            name = "libvpx-vp9"
+        if name not in av.codec.codecs_available:
+            if name.endswith("_nvenc"):
+                warn(f"{name} is not in this FFmpeg build; falling back to libx264")
+                return "libx264" if container != "webm" else "libvpx-vp9"
+            raise ConfigError(
+                f"codec '{self.codec}' is not available in PyAV's FFmpeg; use libx264, libx265 or libvpx-vp9"
+            )
+        return name
+
+
+@dataclass
+class SourceInfo:
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None
+    frames: int  # container's count or an estimate from duration (0 = unknown)
+    duration_s: float | None
+    codec: str
+    color: dict[str, int]
+    rotation: float = 0.0
+    audio: list[str] = field(default_factory=list)
+    subtitles: list[str] = field(default_factory=list)
+
+
+def container_format(path: Path) -> str:
+    fmt = CONTAINERS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"output '{path.name}' must end in .mp4, .mkv, .mov or .webm")
+    return fmt
+
+
+def open_input(path: Path) -> Any:
+    import av
+
+    if not path.exists():
+        raise InputFileError(f"no such file: {path}")
+    if path.is_dir():
+        raise InputFileError(f"expected a video file, got a folder: {path}")
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path} is not a readable media file ({exc.strerror or exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream")
+    return container
+
+
+def probe(container: Any) -> SourceInfo:
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    frames = int(stream.frames or 0)
+    if not frames and duration and rate:
+        frames = round(duration * float(rate))
+    color = {
+        "range": int(cc.color_range),
+        "primaries": int(cc.color_primaries),
+        "trc": int(cc.color_trc),
+        "matrix": int(cc.colorspace),
+    }
+    return SourceInfo(
+        width=cc.width,
+        height=cc.height,
+        time_base=stream.time_base or Fraction(1, 90000),
+        rate=Fraction(rate) if rate else None,
+        frames=frames,
+        duration_s=duration,
+        codec=cc.name,
+        color=color,
+        audio=[s.codec_context.name for s in container.streams.audio],
+        subtitles=[s.codec_context.name for s in container.streams.subtitles],
+    )
+
+
+def working_matrix(info: SourceInfo) -> tuple[int, int]:
+    """(swscale matrix, AVColorSpace) used for both RGB conversions: the source's, or the usual one for its size."""
+    tagged = info.color["matrix"]
+    if tagged in _SWS_MATRIX:
+        return _SWS_MATRIX[tagged], tagged
+    return (1, 1) if info.height >= 720 else (5, 6)  # BT.709 for HD, BT.601 (SMPTE 170M) for SD
+
+
+@dataclass
+class DecodedFrame:
+    rgb: np.ndarray
+    pts: int  # in the source stream's time base, already shifted so the segment starts at 0
+
+
+@dataclass
+class DecodeStats:
+    frames: int = 0
+    bad_packets: int = 0
+    side_packets: int = 0
+
+
+class Source:
+    """Demuxes one input: decoded video frames out, audio/subtitle packets to ``on_side_packet``."""
+
+    def __init__(
+        self, path: Path, start: float | None = None, duration: float | None = None, max_frames: int | None = None
+    ) -> None:
+        self.path = path
+        self.container = open_input(path)
+        self.video = self.container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.info = probe(self.container)
+        self.start = max(0.0, start or 0.0)
+        self.end = self.start + duration if duration is not None else None
+        self.max_frames = max_frames
+        self.stats = DecodeStats()
+        self.matrix, self.matrix_tag = working_matrix(self.info)
+        self.side_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+
+    def expected_frames(self) -> int:
+        total = self.info.frames
+        if self.info.rate:
+            if self.end is not None:
+                total = min(total or 1 << 30, round((self.end - self.start) * float(self.info.rate)))
+            elif self.start:
+                total = max(0, total - round(self.start * float(self.info.rate)))
+        if self.max_frames is not None:
+            total = min(total or self.max_frames, self.max_frames)
+        return total
+
+    def _seek(self) -> None:
+        if self.start > 0:
+            target = int(self.start / self.video.time_base) if self.video.time_base else 0
+            self.container.seek(target, stream=self.video, backward=True, any_frame=False)
+
+    def frames(self, on_side_packet: Callable[[Any], None], warn: Callable[[str], None]) -> Iterator[DecodedFrame]:
+        import av
+
+        self._seek()
+        tb = self.info.time_base
+        start_pts = round(self.start / tb) if self.start else 0
+        end_pts = round(self.end / tb) if self.end is not None else None
+        last_pts: int | None = None
+        fallback_step = round(1 / (self.info.rate * tb)) if self.info.rate else 1
+        streams = [self.video, *self.side_streams]
+        done = False
+        for packet in self.container.demux(*streams):
+            if packet.stream.type != "video":
+                if packet.dts is None or packet.pts is None:
+                    continue
+                seconds = float(packet.pts * packet.time_base)
+                if seconds + 1e-6 < self.start or (self.end is not None and seconds >= self.end) or done:
+                    continue
+                self.stats.side_packets += 1
+                on_side_packet(packet)
+                continue
+            if done:
+                continue
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                self.stats.bad_packets += 1
+                if self.stats.bad_packets == 1:
+                    warn(f"skipping undecodable video data in {self.path.name} ({exc.strerror or exc})")
+                continue
+            for frame in decoded:
+                pts = frame.pts
+                if pts is None:
+                    pts = (last_pts + fallback_step) if last_pts is not None else start_pts
+                if pts < start_pts:
+                    continue
+                if end_pts is not None and pts >= end_pts:
+                    done = True
+                    break
+                if last_pts is not None and pts <= last_pts:
+                    continue  # duplicate / non-monotonic timestamp: drop, the muxer would reject it
+                last_pts = pts
+                if self.stats.frames == 0:
+                    self.info.rotation = float(getattr(frame, "rotation", 0) or 0)
+                rgb = frame.reformat(
+                    format="rgb24", src_colorspace=self.matrix, dst_colorspace=self.matrix
+                ).to_ndarray()
+                self.stats.frames += 1
+                yield DecodedFrame(np.ascontiguousarray(rgb), pts - start_pts)
+                if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                    done = True
+                    break
+            if done and not self.side_streams:
+                break
+        if self.stats.bad_packets:
+            warn(f"{self.stats.bad_packets} damaged video packet(s) in {self.path.name} were skipped")
+
+    def start_offset(self, stream: Any) -> int:
+        """The segment start in ``stream``'s time base (side packets are shifted by it)."""
+        return round(self.start / stream.time_base) if self.start else 0
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class Sink:
+    """Writes the upscaled video (and copied side streams) into ``path`` (normally a temp file)."""
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        source: Source,
+        width: int,
+        height: int,
+        options: EncodeOptions,
+        warn: Callable[[str], None],
+    ) -> None:
+        import av
+
+        self.path = path
+        self.source = source
+        self.warn = warn
+        self.container = av.open(str(path), mode="w", format=fmt)
+        codec = options.resolved_codec(fmt, warn)
+        info = source.info
+        stream = self.container.add_stream(codec, rate=info.rate or Fraction(25))
+        if not isinstance(stream, av.VideoStream):
+            raise ConfigError(f"'{codec}' is not a video encoder")
+        self.stream: av.VideoStream = stream
+        self.stream.width = width
+        self.stream.height = height
+        self.stream.pix_fmt = options.pix_fmt
+        self.stream.time_base = info.time_base
+        cc = self.stream.codec_context
+        cc.time_base = info.time_base
+        opts: dict[str, object] = {}
+        if options.crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
+            opts["crf"] = str(options.crf)
+            if codec == "libvpx-vp9":
+                opts["b"] = "0"
+        elif options.crf is not None and codec.endswith("_nvenc"):
+            opts["cq"] = str(options.crf)
+        if (options.preset and codec in ("libx264", "libx265", "libsvtav1")) or (
+            options.preset and codec.endswith("_nvenc")
+        ):
+            opts["preset"] = options.preset if not codec.endswith("_nvenc") else "p4"
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
+        self.stream.options = opts
+        self.matrix = source.matrix
+        self.color_range = info.color["range"] if info.color["range"] in (1, 2) else 1
+        cc.color_range = self.color_range
+        cc.colorspace = source.matrix_tag
+        cc.color_primaries = (
+            info.color["primaries"] if info.color["primaries"] != 2 else (1 if source.matrix_tag == 1 else 6)
+        )
+        cc.color_trc = info.color["trc"] if info.color["trc"] != 2 else (1 if source.matrix_tag == 1 else 6)
+        self.rotation = 0.0
+        self.side: dict[int, Any] = {}
+        self.transcoders: dict[int, AudioTranscoder] = {}
+        for stream in source.side_streams:
+            self._add_side_stream(stream, fmt)
+        self.codec = codec
+        self.frames = 0
+
+    def _add_side_stream(self, stream: Any, fmt: str) -> None:
+        name = stream.codec_context.name
+        allowed = (AUDIO_OK if stream.type == "audio" else SUBTITLE_OK).get(fmt)
+        if allowed is not None and name not in allowed:
+            if stream.type == "audio":
+                target = "libopus" if fmt == "webm" else "aac"
+                self.warn(f"{fmt} cannot hold {name} audio; re-encoding that track to {target}")
+                self.transcoders[stream.index] = AudioTranscoder(self.container, stream, target)
+            else:
+                self.warn(f"{fmt} cannot hold {name} subtitles; dropping them (use .mkv to keep them)")
+            return
+        out = self.container.add_stream_from_template(stream)
+        self.side[stream.index] = out
+
+    def set_rotation(self, degrees: float) -> None:
+        if degrees:
+            self.stream.set_display_rotation(degrees)
+            self.rotation = degrees
+
+    def write_frame(self, rgb: np.ndarray, pts: int) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = frame.reformat(
+            format=self.stream.pix_fmt,
+            src_colorspace=self.matrix,
+            dst_colorspace=self.matrix,
+            dst_color_range=self.color_range,
+        )
+        frame.pts = pts
+        frame.time_base = self.source.info.time_base
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def write_side_packet(self, packet: Any) -> None:
+        transcoder = self.transcoders.get(packet.stream.index)
+        if transcoder is not None:
+            transcoder.write(packet)
+            return
+        out = self.side.get(packet.stream.index)
+        if out is None:
+            return
+        offset = self.source.start_offset(packet.stream)
+        if packet.pts is not None:
+            packet.pts -= offset
+        if packet.dts is not None:
+            packet.dts -= offset
+        packet.stream = out
+        self.container.mux(packet)
+
+    def finish(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        for transcoder in self.transcoders.values():
+            transcoder.flush()
+        self.container.close()
+
+    def abort(self) -> None:
+        # closing a half-written file may fail; the file is deleted right after, so the error is moot
+        with contextlib.suppress(Exception):
+            self.container.close()
+
+
+class AudioTranscoder:
+    """Re-encodes one audio track whose codec the output container cannot hold (decode -> encode)."""
+
+    def __init__(self, container: Any, source: Any, codec: str) -> None:
+        cc = source.codec_context
+        rate = 48000 if codec == "libopus" else (cc.sample_rate or 48000)
+        self.container = container
+        self.out = container.add_stream(codec, rate=rate)
+        self.out.layout = cc.layout.name if cc.layout is not None else "stereo"
+        self.decoder = cc
+
+    def write(self, packet: Any) -> None:
+        for frame in packet.decode():
+            frame.pts = None  # the encoder's own sample counter keeps the track continuous
+            for out in self.out.encode(frame):
+                self.container.mux(out)
+
+    def flush(self) -> None:
+        for out in self.out.encode(None):
+            self.container.mux(out)

@@ -1,0 +1,35 @@
+"""Copy a training run's generator into the package as a bundled model (fp16 storage, provenance kept).
+
+usage: python tools/ship_weights.py RUN/generator.safetensors NAME [eval-json ...]
+Eval JSON files (from `srgan-deploy eval --json`) are recorded in the provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from srgan_deploy.weights import bundled_weights_dir, load_generator, save_generator
+
+
+def main(src: str, name: str, *evals: str) -> None:
+    generator, info = load_generator(src)
+    provenance = dict(info.provenance)
+    provenance["name"] = name
+    provenance["placeholder"] = False
+    provenance["storage"] = "float16"
+    for path in evals:
+        report = json.loads(Path(path).read_text())
+        provenance.setdefault("eval", {})[report["dataset"]] = {
+            "protocol": report["protocol"],
+            "bicubic": report["mean"]["bicubic"],
+            "model": report["mean"]["model"],
+        }
+    target = bundled_weights_dir() / f"{name}.safetensors"
+    save_generator(generator, target, provenance, half=True)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
