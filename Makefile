@@ -30,8 +30,10 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(BIN)/srgan-deploy info
-	$(BIN)/srgan-deploy demo --out $(DEMO_OUT)
+	@mkdir -p $(DEMO_OUT)
+	$(BIN)/srgan-deploy video samples/bbb_2s_180p.mp4 $(DEMO_OUT)/bbb_2s_x4.mp4 --overwrite
+	$(BIN)/srgan-deploy video samples/bbb_2s_180p.mp4 $(DEMO_OUT)/bbb_2s_side_by_side.mp4 --side-by-side --max-frames 24 --overwrite
+	@echo "demo output: $(DEMO_OUT)/bbb_2s_x4.mp4 (4x) and $(DEMO_OUT)/bbb_2s_side_by_side.mp4 (left bicubic, right model)"
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Reproducible benchmark scripts; results are kept, dated, in benchmarks/results/."""
