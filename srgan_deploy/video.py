@@ -240,7 +240,8 @@ class Source:
                     format="rgb24", src_colorspace=self.matrix, dst_colorspace=self.matrix
                 ).to_ndarray()
                 self.stats.frames += 1
-                yield DecodedFrame(np.ascontiguousarray(rgb), pts - start_pts)
+                # copy out of FFmpeg's frame buffer, which the decoder may reuse
+                yield DecodedFrame(np.array(rgb, copy=True, order="C"), pts - start_pts)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     done = True
                     break

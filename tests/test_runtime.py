@@ -137,8 +137,8 @@ def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> No
     assert fake(everything, True, True) == "tensorrt/cuda"
     assert fake({**everything, "tensorrt": False}, True, True) == "onnxruntime/cuda"
     assert fake({**everything, "tensorrt": False}, False, True) == "torch/cuda"
-    assert fake({**everything, "tensorrt": False}, False, False) == "onnxruntime/cpu"
-    assert fake({**everything, "tensorrt": False, "onnxruntime": False}) == "torch/cpu"
+    assert fake({**everything, "tensorrt": False}, False, False) == "torch/cpu"
+    assert fake({**everything, "tensorrt": False, "torch": False}) == "onnxruntime/cpu"
     with pytest.raises(BackendUnavailableError):
         fake({"tensorrt": False, "onnxruntime": False, "torch": False, "bicubic": True})
 
@@ -311,3 +311,11 @@ def test_psnr_helper() -> None:
     a = np.zeros((4, 4), np.uint8)
     assert psnr(a, a) == float("inf")
     assert psnr(a, a + 1) == pytest.approx(48.13, abs=0.01)
+
+
+def test_zero_stride_batch_views_are_normalised() -> None:
+    from srgan_deploy.backends.base import check_frames
+
+    image = np.zeros((5, 7, 3), np.uint8)
+    view = image[None]
+    assert check_frames(view).strides == (105, 21, 3, 1)
