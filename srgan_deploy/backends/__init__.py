@@ -68,7 +68,7 @@ def choose(name: str, options: BackendOptions) -> Choice:
         ("tensorrt", "cuda", not wants_cpu and avail["tensorrt"][0]),
         ("onnxruntime", "cuda", not wants_cpu and avail["onnxruntime"][0] and ort_has_cuda()),
         ("torch", "cuda", not wants_cpu and avail["torch"][0] and _cuda_available()),
-        # on CPU torch (oneDNN, BN folded) measured 1.1-1.3x faster than onnxruntime (README, Performance)
+        # on CPU torch (oneDNN, BN folded) measured 1.1-1.5x faster than onnxruntime (README, Performance)
         ("torch", "cpu", avail["torch"][0]),
         ("onnxruntime", "cpu", avail["onnxruntime"][0]),
     ]
