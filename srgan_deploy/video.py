@@ -200,6 +200,7 @@ class Source:
         start_pts = round(self.start / tb) if self.start else 0
         end_pts = round(self.end / tb) if self.end is not None else None
         last_pts: int | None = None
+        last_seconds = 0.0
         fallback_step = round(1 / (self.info.rate * tb)) if self.info.rate else 1
         streams = [self.video, *self.side_streams]
         done = False
@@ -208,6 +209,8 @@ class Source:
                 if packet.dts is None or packet.pts is None:
                     continue
                 seconds = float(packet.pts * packet.time_base)
+                if done and seconds > last_seconds + 1.0:
+                    break  # past the last frame written: stop reading (a long file need not be demuxed to its end)
                 if seconds + 1e-6 < self.start or (self.end is not None and seconds >= self.end) or done:
                     continue
                 self.stats.side_packets += 1
@@ -234,6 +237,7 @@ class Source:
                 if last_pts is not None and pts <= last_pts:
                     continue  # duplicate / non-monotonic timestamp: drop, the muxer would reject it
                 last_pts = pts
+                last_seconds = float(pts * tb)
                 if self.stats.frames == 0:
                     self.info.rotation = float(getattr(frame, "rotation", 0) or 0)
                 rgb = frame.reformat(

@@ -121,3 +121,28 @@ def test_info_table() -> None:
     code, out, _ = run("info")
     assert code == 0
     assert "backends" in out and "model" in out
+
+
+def test_eval_json_schema(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
+    out = tmp_path / "eval.json"
+    code, stdout, stderr = run("eval", str(image_dir), "-w", str(tiny_weights), "-b", "torch", "--json", str(out))
+    assert code == 0, stderr
+    data = json.loads(out.read_text())
+    assert data["dataset"] == "images" and data["scale"] == 4 and data["protocol"] == "y-shave4"
+    for key in ("bicubic", "model"):
+        assert set(data["mean"][key]) == {"psnr", "ssim"}
+    assert [i["name"] for i in data["images"]] == ["a", "b"]
+    assert all(set(i) >= {"name", "bicubic", "model"} for i in data["images"])
+    assert "model - bicubic" in stdout
+
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "set5"
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="../shared not present")
+def test_eval_protocol_reproduces_the_papers_bicubic_set5(tmp_path: Path) -> None:
+    out = tmp_path / "set5.json"
+    code, _, stderr = run("eval", str(SET5), "-b", "bicubic", "--json", str(out))
+    assert code == 0, stderr
+    bicubic = json.loads(out.read_text())["mean"]["bicubic"]["psnr"]
+    assert abs(bicubic - 28.43) <= 0.3  # Ledig et al. 2017, Table 2

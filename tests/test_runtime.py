@@ -319,3 +319,22 @@ def test_zero_stride_batch_views_are_normalised() -> None:
     image = np.zeros((5, 7, 3), np.uint8)
     view = image[None]
     assert check_frames(view).strides == (105, 21, 3, 1)
+
+
+def test_huge_frames_are_tiled_automatically(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import srgan_deploy.backends.base as base
+
+    monkeypatch.setattr(base, "AUTO_TILE_PIXELS", 40 * 40)
+    monkeypatch.setattr(base, "AUTO_TILE", 32)
+    calls: list[tuple[int, ...]] = []
+    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as backend:
+        inner = backend._infer
+
+        def spy(frames: np.ndarray) -> np.ndarray:
+            calls.append(frames.shape)
+            return inner(frames)
+
+        backend._infer = spy  # type: ignore[method-assign]
+        out = backend.upscale(frames_of((1, 50, 61)))
+    assert out.shape == (1, 200, 244, 3)
+    assert calls and all(shape[1:3] == (32, 32) for shape in calls)

@@ -20,6 +20,10 @@ import numpy as np
 from srgan_deploy.errors import ConfigError, ShapeError
 
 PRECISIONS = ("auto", "fp32", "fp16")
+# Frames above this many input pixels are tiled even without --tile: a 12 MP photo would otherwise need
+# tens of GB for the activations at 2x and 4x resolution. The limit keeps 1080p input frames whole.
+AUTO_TILE_PIXELS = 1920 * 1088
+AUTO_TILE = 512
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class Backend(ABC):
         limit = self.options.max_shape
         if limit is not None and (height > limit[0] or width > limit[1]):
             return min(limit)
+        if self.options.tile is None and height * width > AUTO_TILE_PIXELS:
+            return AUTO_TILE
         return None
 
     @abstractmethod
