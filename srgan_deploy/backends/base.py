@@ -108,8 +108,8 @@ class Backend(ABC):
     def overlap(self) -> int:
         return 8
 
-    def _tile_size(self, height: int, width: int) -> int | None:
-        """LR tile edge to use for a frame of this size, or None for whole frames."""
+    def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
+        """LR tile edge (or (height, width)) to use for a frame of this size, or None for whole frames."""
         if self.options.tile is not None and (height > self.options.tile or width > self.options.tile):
             return self.options.tile
         limit = self.options.max_shape

@@ -19,7 +19,7 @@ class BicubicBackend(Backend):
         self.scale = read_info(self.options.weights).config.scale
         self.device_label = "cpu"
 
-    def _tile_size(self, height: int, width: int) -> int | None:
+    def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         return None
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:

@@ -136,10 +136,15 @@ class TensorRTBackend(Backend):
     def overlap(self) -> int:
         return getattr(self, "_overlap", 40)
 
-    def _tile_size(self, height: int, width: int) -> int | None:
+    def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         profile = getattr(self, "profile", None)
         if profile is not None and profile.is_static:
-            return profile.max[1]
+            if height < profile.max[1] or width < profile.max[2]:
+                raise ShapeError(
+                    f"frame {width}x{height} is smaller than the static engine's {profile.max[2]}x{profile.max[1]} input; "
+                    "use an engine with a dynamic profile"
+                )
+            return (profile.max[1], profile.max[2])
         tile = super()._tile_size(height, width)
         if tile is None and profile is not None and (height > profile.max[1] or width > profile.max[2]):
             return min(profile.max[1], profile.max[2])
