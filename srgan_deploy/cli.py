@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -595,6 +596,7 @@ def train(
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
         console=err,
+        disable=os.environ.get("RANK", "0") != "0",  # under torchrun only rank 0 draws a bar
     ) as progress:
         task = progress.add_task(phase, total=steps, info="")
 
