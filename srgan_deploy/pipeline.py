@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import av
 import numpy as np
 
 from srgan_deploy.backends import Backend
@@ -258,6 +259,8 @@ def upscale_video(
     except KeyboardInterrupt:
         stop.set()
         raise Interrupted(f"interrupted; no output written ({job.target} left untouched)") from None
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"FFmpeg failed while writing {job.target.name}: {exc}; no output written") from exc
     finally:
         stop.set()
         for stage in stages:

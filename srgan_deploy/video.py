@@ -81,6 +81,21 @@ class SourceInfo:
     subtitles: list[str] = field(default_factory=list)
 
 
+def encoder_opens(codec: str, width: int, height: int, pix_fmt: str) -> bool:
+    """Whether FFmpeg can open this encoder here (NVENC is compiled in but needs an NVIDIA driver)."""
+    import av
+
+    try:
+        context = av.CodecContext.create(codec, "w")
+        assert isinstance(context, av.VideoCodecContext)
+        context.width, context.height, context.pix_fmt = width, height, pix_fmt
+        context.time_base = Fraction(1, 25)
+        context.open()
+    except av.error.FFmpegError:
+        return False
+    return True
+
+
 def container_format(path: Path) -> str:
     fmt = CONTAINERS.get(path.suffix.lower())
     if fmt is None:
@@ -282,6 +297,9 @@ class Sink:
         self.warn = warn
         self.container = av.open(str(path), mode="w", format=fmt)
         codec = options.resolved_codec(fmt, warn)
+        if codec.endswith("_nvenc") and not encoder_opens(codec, width, height, options.pix_fmt):
+            warn(f"{codec} cannot start here (no NVIDIA GPU/driver for NVENC); falling back to libx264")
+            codec = "libx264"
         info = source.info
         stream = self.container.add_stream(codec, rate=info.rate or Fraction(25))
         if not isinstance(stream, av.VideoStream):

@@ -237,3 +237,63 @@ def test_sigint_leaves_no_output(tmp_path: Path, tiny_weights: Path) -> None:
     assert b"interrupted" in err
     assert not out.exists()
     assert not list(tmp_path.glob(".never.partial*"))
+
+
+def test_nvenc_without_a_gpu_falls_back_to_x264(clip: Path, tmp_path: Path, model: object) -> None:
+    from srgan_deploy.video import encoder_opens
+
+    out = tmp_path / "nv.mp4"
+    warnings: list[str] = []
+    job = VideoJob(source=clip, target=out, encode=EncodeOptions(codec="h264_nvenc", preset=None), max_frames=3)
+    result = upscale_video(job, model, warn=warnings.append)  # type: ignore[arg-type]
+    if encoder_opens("h264_nvenc", 256, 192, "yuv420p"):
+        assert result.codec == "h264_nvenc"  # type: ignore[attr-defined]
+    else:
+        assert result.codec == "libx264" and any("falling back" in w for w in warnings)  # type: ignore[attr-defined]
+    assert len(read_video(out)[0]) == 3
+
+
+def test_rotation_metadata_is_kept(tmp_path: Path, model: object) -> None:
+    import av
+
+    src = tmp_path / "rot.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    dst = tmp_path / "rot_out.mp4"
+    run_job(src, dst, model)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        rot_in = next(a.decode(video=0)).rotation
+        rot_out = next(b.decode(video=0)).rotation
+    assert rot_in != 0 and rot_out == rot_in
+
+
+def test_colour_metadata_is_kept(tmp_path: Path, model: object) -> None:
+    import av
+
+    src = tmp_path / "bt709.mkv"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        cc = stream.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 60 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    dst = tmp_path / "bt709_out.mkv"
+    run_job(src, dst, model)
+    with av.open(str(dst)) as container:
+        cc = container.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)
