@@ -20,9 +20,11 @@ def test_default_model_is_trained_and_documented() -> None:
     assert info.name == DEFAULT_MODEL
     assert not info.is_placeholder
     prov = info.provenance
-    assert prov["steps"] >= 1000 and prov["phase"] == "srresnet"
+    assert prov["steps"] >= 9000 and prov["phase"] == "srresnet"
     assert "bsd200" in prov["data"] or "train" in prov["data"]
-    assert prov["eval"]["set5"]["model"]["psnr"] > prov["eval"]["set5"]["bicubic"]["psnr"]
+    for dataset, target in (("set5", 1.5), ("set14", 1.0)):  # the default model's quality targets
+        scores = prov["eval"][dataset]
+        assert scores["model"]["psnr"] - scores["bicubic"]["psnr"] >= target
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason="../shared/data/eval/set5 not present")
@@ -39,4 +41,4 @@ def test_default_model_beats_bicubic_on_set5_images(tmp_path: Path) -> None:
     assert model.ssim > bicubic.ssim
 
 
-MIN_GAIN_DB = 0.5  # measured for the bundled snapshot: +0.78 dB on baby + bird (model card)
+MIN_GAIN_DB = 1.4  # measured for the bundled model: +1.57 dB on baby + bird (README model card)
