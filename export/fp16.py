@@ -143,14 +143,14 @@ def measure_fp16(weights: str | Path | None, images: dict[str, np.ndarray]) -> F
     import torch
 
     from srgan_deploy.metrics import psnr
-    from srgan_deploy.models import InferenceGenerator, fold_batchnorm
+    from srgan_deploy.models import DeployGenerator
     from srgan_deploy.weights import load_generator
 
     generator, _ = load_generator(weights)
-    model32 = InferenceGenerator(fold_batchnorm(generator)).eval()
+    model32 = DeployGenerator(generator)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model32 = model32.to(device)
-    model16 = InferenceGenerator(fold_batchnorm(generator)).eval().to(device, torch.float16)
+    model16 = DeployGenerator(generator).to(device, torch.float16)
     peak = 0.0
 
     def track(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 IO_MODES = ("uint8", "float32")
 OPSET = 17
+# bump when the traced graph changes for the same weights, so cached ONNX files are re-exported
+GRAPH_VERSION = 2
 INPUT = "input"
 OUTPUT = "output"
 
@@ -54,14 +56,19 @@ def _uint8_wrapper(model: nn.Module) -> nn.Module:
     return Uint8IO(model)
 
 
-def inference_module(weights: str | Path | None, io: str) -> tuple[nn.Module, WeightsInfo]:
-    """The exact module the ONNX graph is traced from (BN folded, clamped, I/O wrapped)."""
-    from srgan_deploy.models import InferenceGenerator, fold_batchnorm
+def inference_module(weights: str | Path | None, io: str, reference: bool = False) -> tuple[nn.Module, WeightsInfo]:
+    """The module the ONNX graph is traced from (BN folded, sub-pixel tail, clamped, I/O wrapped).
+
+    ``reference=True`` gives the model exactly as trained (BN unfolded, original
+    tail) behind the same I/O wrapper: what verification compares against, so the
+    check covers the folding and the tail rewrite too.
+    """
+    from srgan_deploy.models import DeployGenerator, InferenceGenerator
 
     if io not in IO_MODES:
         raise ConfigError(f"unknown --io '{io}'; choose uint8 or float32")
     generator, info = load_generator(weights)
-    model: nn.Module = InferenceGenerator(fold_batchnorm(generator)).eval()
+    model: nn.Module = (InferenceGenerator(generator) if reference else DeployGenerator(generator)).eval()
     if io == "uint8":
         model = _uint8_wrapper(model).eval()
     return model, info
@@ -109,6 +116,7 @@ def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset:
             "srgan_deploy.weights_sha256": info.sha256,
             "srgan_deploy.model_name": info.name,
             "srgan_deploy.io": io,
+            "srgan_deploy.graph_version": str(GRAPH_VERSION),
             "srgan_deploy.provenance": json.dumps(info.provenance, sort_keys=True),
         }
         for key, value in meta.items():
@@ -142,7 +150,7 @@ def cached_onnx(weights: str | Path | None, cache_dir: Path, io: str = "uint8") 
     from srgan_deploy.weights import read_info
 
     info = read_info(weights)
-    path = cache_dir / "onnx" / f"{info.name}-{info.sha256[:16]}-{io}-opset{OPSET}.onnx"
+    path = cache_dir / "onnx" / f"{info.name}-{info.sha256[:16]}-{io}-opset{OPSET}-g{GRAPH_VERSION}.onnx"
     if not path.exists():
         export_onnx(info.path, path, io=io)
     return path

@@ -89,7 +89,7 @@ def torch_reference(weights: str | Path | None, io: str) -> Callable[[np.ndarray
 
     from export.onnx import inference_module
 
-    model, _ = inference_module(weights, io)
+    model, _ = inference_module(weights, io, reference=True)
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

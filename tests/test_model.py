@@ -5,7 +5,8 @@ import torch
 
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError
-from srgan_deploy.models import Discriminator, Generator, fold_batchnorm
+from srgan_deploy.models import DeployGenerator, Discriminator, Generator, InferenceGenerator, fold_batchnorm
+from srgan_deploy.models.subpixel import subpixel_conv_weight
 from tests.conftest import TINY, make_generator
 
 
@@ -80,3 +81,32 @@ def test_receptive_radius_bounds_the_influence_of_one_pixel() -> None:
 
 def test_tiny_fixture_config() -> None:
     assert TINY.blocks == 2
+
+
+@pytest.mark.parametrize("kernel,factor", [(9, 2), (3, 2), (5, 3), (1, 2)])
+def test_subpixel_conv_before_shuffle_equals_conv_after_it(kernel: int, factor: int) -> None:
+    torch.manual_seed(kernel * 10 + factor)
+    weight = torch.randn(3, 4, kernel, kernel)
+    x = torch.randn(2, 4 * factor * factor, 7, 6)
+    after = torch.nn.functional.conv2d(torch.nn.functional.pixel_shuffle(x, factor), weight, padding=kernel // 2)
+    sub = subpixel_conv_weight(weight, factor)
+    assert sub.shape[2] == 2 * ((kernel // 2 + factor - 1) // factor) + 1
+    before = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(x, sub, padding=sub.shape[2] // 2), factor)
+    assert before.shape == after.shape
+    assert (before - after).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_deploy_generator_matches_the_model_as_trained(scale: int) -> None:
+    """Folded BN + sub-pixel tail compute what the unfolded model computes, clamp included."""
+    gen = make_generator(ModelConfig(scale=scale, channels=8, blocks=2), seed=scale)
+    deploy = DeployGenerator(gen)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deploy.modules())
+    assert deploy.tail.out_channels == 12 and deploy.tail.kernel_size == (5, 5)
+    x = torch.rand(2, 3, 13, 17)
+    with torch.no_grad():
+        expected = InferenceGenerator(gen)(x)
+        got = deploy(x)
+    assert got.shape == (2, 3, 13 * scale, 17 * scale)
+    assert (got - expected).abs().max().item() < 1e-5
+    assert 0.01 < float((expected > 0).float().mean()) < 0.99 or float(expected.std()) > 0.01  # not all clamped

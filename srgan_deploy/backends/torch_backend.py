@@ -50,7 +50,7 @@ class TorchBackend(Backend):
     def _open(self) -> None:
         import torch
 
-        from srgan_deploy.models import InferenceGenerator, fold_batchnorm
+        from srgan_deploy.models import DeployGenerator
 
         self.device = resolve_torch_device(self.options.device)
         precision = self.options.precision
@@ -64,7 +64,7 @@ class TorchBackend(Backend):
                 torch.set_num_threads(self.options.threads)
         generator, self.info = load_generator(self.options.weights)
         self.scale = self.info.config.scale
-        model = InferenceGenerator(fold_batchnorm(generator)).eval().to(self.device, self.dtype)
+        model = DeployGenerator(generator).to(self.device, self.dtype)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
