@@ -1,14 +1,17 @@
 """A small typed layer over NVIDIA cuda-python's runtime API (``cuda.bindings.runtime``).
 
-cuda-python returns ``(error, value...)`` tuples and ships no type stubs; this
-module checks every error code (raising ``EngineError`` with the CUDA error name)
-and gives the rest of the code typed functions. Imported lazily: only the
-TensorRT backend and engine builder need it.
+cuda-python returns ``(error, value...)`` tuples; this module checks every error
+code (raising ``EngineError`` with the CUDA error name) and gives the rest of the
+code typed functions. cuda-bindings ships no type stubs, so ``typings/cuda`` holds
+stubs generated from its signatures (``tools/cuda_stubs.py``): mypy checks every
+``cudart.*`` call here for name, arity and argument types. Imported lazily: only
+the CUDA backends and the engine builder need it.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,34 +19,44 @@ import numpy as np
 
 from srgan_deploy.errors import BackendUnavailableError, EngineError
 
-
-def runtime() -> Any:
-    """The cuda-python runtime module (new and old import paths)."""
+try:
+    from cuda.bindings import runtime as cudart
+except ImportError:  # pragma: no cover - depends on the installed cuda-python
     try:
-        from cuda.bindings import runtime as cudart
+        from cuda import cudart  # type: ignore[attr-defined, no-redef]  # cuda-python < 12.6
     except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                "cuda-python is not installed; pip install 'srgan-deploy[gpu]' (or cuda-python)"
-            ) from exc
-    return cudart
+        cudart = None  # type: ignore[assignment]
+
+INSTALL_HINT = "cuda-python is not installed; pip install 'srgan-deploy[gpu]' (or cuda-python)"
 
 
-def check(result: Any, what: str) -> Any:
+def has_cuda_python() -> bool:
+    return cudart is not None
+
+
+def require() -> None:
+    """Raise a one-line error when cuda-python is missing."""
+    if cudart is None:
+        raise BackendUnavailableError(INSTALL_HINT)
+
+
+def check(result: tuple[Any, ...], what: str) -> Any:
     """Unpack a cuda-python result tuple, raising on any error code."""
-    cudart = runtime()
-    if isinstance(result, tuple):
-        err, rest = result[0], result[1:]
-    else:
-        err, rest = result, ()
+    err, rest = result[0], result[1:]
     if err != cudart.cudaError_t.cudaSuccess:
         name = getattr(err, "name", str(err))
         raise EngineError(f"CUDA call {what} failed: {name}")
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
+
+
+def device_count() -> int:
+    """Visible CUDA devices; 0 without cuda-python, a driver or a GPU."""
+    if cudart is None:
+        return 0
+    err, count = cudart.cudaGetDeviceCount()
+    return int(count) if err == cudart.cudaError_t.cudaSuccess else 0
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class GpuProperties:
 
 
 def device_properties(device: int = 0) -> GpuProperties:
-    cudart = runtime()
+    require()
     check(cudart.cudaSetDevice(device), "cudaSetDevice")
     prop = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     raw = prop.name
@@ -66,7 +79,7 @@ class Stream:
     """A non-blocking CUDA stream (does not synchronise with the legacy default stream)."""
 
     def __init__(self) -> None:
-        cudart = runtime()
+        require()
         self._stream = check(
             cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
         )
@@ -80,11 +93,11 @@ class Stream:
         return self._stream
 
     def synchronize(self) -> None:
-        check(runtime().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     def destroy(self) -> None:
         if self._stream is not None:
-            check(runtime().cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+            check(cudart.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
             self._stream = None
 
 
@@ -92,18 +105,18 @@ class Event:
     """Completion marker recorded on a stream; timing disabled (cheaper)."""
 
     def __init__(self) -> None:
-        cudart = runtime()
+        require()
         self._event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags")
 
     def record(self, stream: Stream) -> None:
-        check(runtime().cudaEventRecord(self._event, stream.raw), "cudaEventRecord")
+        check(cudart.cudaEventRecord(self._event, stream.raw), "cudaEventRecord")
 
     def synchronize(self) -> None:
-        check(runtime().cudaEventSynchronize(self._event), "cudaEventSynchronize")
+        check(cudart.cudaEventSynchronize(self._event), "cudaEventSynchronize")
 
     def destroy(self) -> None:
         if self._event is not None:
-            check(runtime().cudaEventDestroy(self._event), "cudaEventDestroy")
+            check(cudart.cudaEventDestroy(self._event), "cudaEventDestroy")
             self._event = None
 
 
@@ -112,35 +125,33 @@ class PinnedBuffer:
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
-        self.ptr = int(check(runtime().cudaMallocHost(nbytes), "cudaMallocHost"))
+        self.ptr = int(check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
         c_array = (ctypes.c_uint8 * nbytes).from_address(self.ptr)
         self.array: np.ndarray = np.ctypeslib.as_array(c_array)
 
     def free(self) -> None:
         if self.ptr:
-            check(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
+            check(cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
             self.ptr = 0
 
 
 class DeviceBuffer:
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
-        self.ptr = int(check(runtime().cudaMalloc(nbytes), "cudaMalloc"))
+        self.ptr = int(check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
 
     def free(self) -> None:
         if self.ptr:
-            check(runtime().cudaFree(self.ptr), "cudaFree")
+            check(cudart.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
 
 
 def copy_h2d_async(dst: DeviceBuffer, src: PinnedBuffer, nbytes: int, stream: Stream) -> None:
-    cudart = runtime()
     kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
     check(cudart.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, stream.raw), "cudaMemcpyAsync(H2D)")
 
 
 def copy_d2h_async(dst: PinnedBuffer, src: DeviceBuffer, nbytes: int, stream: Stream) -> None:
-    cudart = runtime()
     kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
     check(cudart.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, kind, stream.raw), "cudaMemcpyAsync(D2H)")
 
@@ -152,8 +163,7 @@ class Graph:
         self._exec = exec_handle
 
     @classmethod
-    def capture(cls, stream: Stream, enqueue: Any) -> Graph:
-        cudart = runtime()
+    def capture(cls, stream: Stream, enqueue: Callable[[], None]) -> Graph:
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         check(cudart.cudaStreamBeginCapture(stream.raw, mode), "cudaStreamBeginCapture")
         try:
@@ -165,9 +175,9 @@ class Graph:
         return cls(exec_handle)
 
     def launch(self, stream: Stream) -> None:
-        check(runtime().cudaGraphLaunch(self._exec, stream.raw), "cudaGraphLaunch")
+        check(cudart.cudaGraphLaunch(self._exec, stream.raw), "cudaGraphLaunch")
 
     def destroy(self) -> None:
         if self._exec is not None:
-            check(runtime().cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
+            check(cudart.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
             self._exec = None

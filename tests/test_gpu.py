@@ -25,13 +25,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _has_cuda_python() -> bool:
-    try:
-        from srgan_deploy.cuda_rt import runtime
+    from srgan_deploy.cuda_rt import has_cuda_python
 
-        runtime()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
+    return has_cuda_python()
 
 
 def _has_tensorrt() -> bool:

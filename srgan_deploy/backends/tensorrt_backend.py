@@ -20,14 +20,9 @@ from srgan_deploy.errors import EngineError, ShapeError
 
 
 def cuda_device_count() -> int:
-    try:
-        from srgan_deploy.cuda_rt import runtime
+    from srgan_deploy.cuda_rt import device_count
 
-        cudart = runtime()
-        err, count = cudart.cudaGetDeviceCount()
-    except Exception:  # noqa: BLE001 - no driver / no library: simply no device
-        return 0
-    return int(count) if err == cudart.cudaError_t.cudaSuccess else 0
+    return device_count()
 
 
 class TensorRTBackend(Backend):
@@ -40,12 +35,10 @@ class TensorRTBackend(Backend):
         ok, why = tensorrt_status()
         if not ok:
             return False, why
-        try:
-            from srgan_deploy.cuda_rt import runtime
+        from srgan_deploy.cuda_rt import INSTALL_HINT, has_cuda_python
 
-            runtime()
-        except Exception as exc:  # noqa: BLE001 - report, don't crash `info`
-            return False, f"{why}, but cuda-python is missing: {exc}"
+        if not has_cuda_python():
+            return False, f"{why}, but {INSTALL_HINT}"
         if cuda_device_count() == 0:
             return False, f"{why}, but no CUDA GPU is visible"
         return True, why
