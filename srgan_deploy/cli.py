@@ -528,7 +528,11 @@ def train(
     val_every: Annotated[int, typer.Option("--val-every")] = 1000,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
     init: Annotated[
-        str | None, typer.Option("--init", help="srgan phase: SRResNet weights to start from (default: bundled model).")
+        str | None,
+        typer.Option(
+            "--init",
+            help="Weights to start from (srgan phase default: the bundled model); smaller ones are grown to --channels/--blocks, keeping their function.",
+        ),
     ] = None,
     vgg_weights: Annotated[
         Path | None, typer.Option("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth (or .safetensors).")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from srgan_deploy.config import ModelConfig
-from srgan_deploy.errors import TrainingError
+from srgan_deploy.errors import ConfigError, TrainingError
 from srgan_deploy.weights import read_info
-from tests.conftest import smooth_image
+from tests.conftest import make_generator, smooth_image
 from train.config import TrainConfig
 from train.data import DegradationConfig, PatchSampler
 from train.loop import Trainer, run_training
@@ -220,3 +220,63 @@ def test_train_cli(train_dir: Path, tmp_path: Path) -> None:
     assert read_info(out / "generator.safetensors").provenance["steps"] == 2
     bad = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a folder" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- warm start by widening
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_widened_generator_computes_the_same_function(train_mode: bool) -> None:
+    from train.widen import widen_generator
+
+    small = make_generator(ModelConfig(channels=8, blocks=2), seed=4)
+    big = widen_generator(small, ModelConfig(channels=16, blocks=4))
+    assert big.config == ModelConfig(channels=16, blocks=4)
+    small.train(train_mode)
+    big.train(train_mode)  # train mode: BN uses batch statistics, the zero-gamma channels must stay 0 anyway
+    x = torch.rand(4, 3, 12, 10)
+    with torch.no_grad():
+        diff = (big(x) - small(x)).abs().max().item()
+    assert diff < 1e-5
+
+
+def test_widened_generator_learns_in_its_new_channels() -> None:
+    """One SGD step changes the new channels' parameters (the zero-gamma trick keeps gradients alive)."""
+    from train.widen import widen_generator
+
+    big = widen_generator(make_generator(ModelConfig(channels=8, blocks=1), seed=5), ModelConfig(channels=16, blocks=2))
+    big.train()
+    x, y = torch.rand(4, 3, 12, 12), torch.rand(4, 3, 48, 48)
+    torch.nn.functional.mse_loss(big(x), y).backward()
+    assert big.body[0].bn2.weight.grad is not None
+    assert big.body[0].bn2.weight.grad[8:].abs().sum() > 0  # new channels of an old block
+    assert big.body[1].bn2.weight.grad.abs().sum() > 0  # the new block
+    assert big.head.weight.grad is not None and big.head.weight.grad[8:].abs().sum() > 0
+
+
+def test_widening_refuses_to_shrink_or_rescale() -> None:
+    from train.widen import widen_generator
+
+    small = make_generator(ModelConfig(channels=8, blocks=2))
+    with pytest.raises(ConfigError, match="shrink"):
+        widen_generator(small, ModelConfig(channels=4, blocks=2))
+    with pytest.raises(ConfigError, match="scale"):
+        widen_generator(small, ModelConfig(scale=2, channels=8, blocks=2))
+
+
+def test_srresnet_run_warm_starts_from_smaller_weights(train_dir: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    """--init with a smaller model: the trainer grows it and starts from the same function."""
+    from srgan_deploy.models import InferenceGenerator
+    from srgan_deploy.weights import load_generator
+
+    warnings: list[str] = []
+    bigger = ModelConfig(channels=16, blocks=3)  # tiny_weights is 8 x 2
+    trainer = Trainer(config(train_dir, tmp_path / "grow", model=bigger, init=str(tiny_weights)), warn=warnings.append)
+    assert any("growing --init" in w for w in warnings)
+    small, _ = load_generator(tiny_weights)
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        diff = (InferenceGenerator(trainer.generator.eval())(x) - InferenceGenerator(small)(x)).abs().max().item()
+    assert diff < 1e-5
+    with pytest.raises(TrainingError, match="larger --channels"):
+        Trainer(config(train_dir, tmp_path / "shrink", model=ModelConfig(channels=4, blocks=1), init=str(tiny_weights)))

@@ -66,6 +66,8 @@ class Trainer:
         self.generator = Generator(config.model).to(self.device)
         self.discriminator: Discriminator | None = None
         self.content: ContentLoss | None = None
+        if config.phase == "srgan" or config.init is not None:
+            self._load_init()
         if config.phase == "srgan":
             self._setup_srgan()
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -102,14 +104,28 @@ class Trainer:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
 
-    def _setup_srgan(self) -> None:
+    def _load_init(self) -> None:
+        """Start from ``--init`` weights (srgan: the bundled model by default), grown if they are smaller."""
+        from train.widen import widen_generator
+
         cfg = self.config
         init, info = load_generator(cfg.init)
         if info.config != cfg.model:
-            raise TrainingError(
-                f"--init weights have config {info.config} but the run asks for {cfg.model}; pass matching --channels/--blocks"
+            old, new = info.config, cfg.model
+            if old.scale != new.scale or old.channels > new.channels or old.blocks > new.blocks:
+                raise TrainingError(
+                    f"--init weights are {old.channels}x{old.blocks} (x{old.scale}) but the run asks for "
+                    f"{new.channels}x{new.blocks} (x{new.scale}); pass matching or larger --channels/--blocks"
+                )
+            self.warn(
+                f"growing --init {info.name} ({old.channels}x{old.blocks}) to {new.channels}x{new.blocks}: "
+                "same function at step 0, the new channels and blocks start silent (train/widen.py)"
             )
+            init = widen_generator(init, new, seed=cfg.seed)
         self.generator.load_state_dict(init.state_dict())
+
+    def _setup_srgan(self) -> None:
+        cfg = self.config
         self.discriminator = Discriminator(dropout=cfg.d_dropout).to(self.device)
         vgg = load_vgg(cfg.vgg_weights, cfg.vgg_layer, random_for_tests=cfg.random_vgg_for_tests)
         self.content = ContentLoss(vgg).to(self.device)
