@@ -70,6 +70,7 @@ def collect() -> dict[str, Any]:
         "numpy",
         "tensorrt",
         "cuda-python",
+        "cuda-bindings",
     ):
         versions[dist] = _version(dist)
     models: dict[str, Any] = {}

@@ -20,7 +20,7 @@ def test_default_model_is_trained_and_documented() -> None:
     assert info.name == DEFAULT_MODEL
     assert not info.is_placeholder
     prov = info.provenance
-    assert prov["steps"] >= 9000 and prov["phase"] == "srresnet"
+    assert prov["steps"] >= 12000 and prov["phase"] == "srresnet"
     assert "bsd200" in prov["data"] or "train" in prov["data"]
     for dataset, target in (("set5", 1.5), ("set14", 1.0)):  # the default model's quality targets
         scores = prov["eval"][dataset]
@@ -41,4 +41,4 @@ def test_default_model_beats_bicubic_on_set5_images(tmp_path: Path) -> None:
     assert model.ssim > bicubic.ssim
 
 
-MIN_GAIN_DB = 1.4  # measured for the bundled model: +1.57 dB on baby + bird (README model card)
+MIN_GAIN_DB = 1.55  # measured for the bundled model: +1.67 dB on baby + bird (README model card)
