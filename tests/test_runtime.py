@@ -137,8 +137,8 @@ def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> No
     assert fake(everything, True, True) == "tensorrt/cuda"
     assert fake({**everything, "tensorrt": False}, True, True) == "onnxruntime/cuda"
     assert fake({**everything, "tensorrt": False}, False, True) == "torch/cuda"
-    assert fake({**everything, "tensorrt": False}, False, False) == "torch/cpu"
-    assert fake({**everything, "tensorrt": False, "torch": False}) == "onnxruntime/cpu"
+    assert fake({**everything, "tensorrt": False}, False, False) == "onnxruntime/cpu"
+    assert fake({**everything, "tensorrt": False, "onnxruntime": False}) == "torch/cpu"
     with pytest.raises(BackendUnavailableError):
         fake({"tensorrt": False, "onnxruntime": False, "torch": False, "bicubic": True})
 

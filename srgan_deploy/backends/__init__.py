@@ -1,9 +1,9 @@
 """Backend registry and ``auto`` selection.
 
 Order of preference, fastest first: tensorrt -> onnxruntime on CUDA -> torch on
-CUDA -> torch on CPU -> onnxruntime on CPU. ``auto`` reports what it picked and why.
-On CPU, DESIGN.md's order had onnxruntime first; measured here (benchmarks/results)
-torch's oneDNN convolutions beat onnxruntime's MLAS ones on this model, so torch leads.
+CUDA -> onnxruntime on CPU -> torch on CPU. ``auto`` reports what it picked and why.
+On CPU, onnxruntime runs the deployed graph (sub-pixel tail) 1.1-1.6x faster than
+the torch backend at video sizes (benchmarks/results/*-compare.json).
 """
 
 from __future__ import annotations
@@ -68,9 +68,8 @@ def choose(name: str, options: BackendOptions) -> Choice:
         ("tensorrt", "cuda", not wants_cpu and avail["tensorrt"][0]),
         ("onnxruntime", "cuda", not wants_cpu and avail["onnxruntime"][0] and ort_has_cuda()),
         ("torch", "cuda", not wants_cpu and avail["torch"][0] and _cuda_available()),
-        # on CPU torch (oneDNN, BN folded) measured 1.1-1.5x faster than onnxruntime (README, Performance)
-        ("torch", "cpu", avail["torch"][0]),
         ("onnxruntime", "cpu", avail["onnxruntime"][0]),
+        ("torch", "cpu", avail["torch"][0]),
     ]
     for backend, device, ok in ladder:
         if ok:
