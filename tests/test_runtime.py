@@ -338,3 +338,28 @@ def test_huge_frames_are_tiled_automatically(tiny_weights: Path, monkeypatch: py
         out = backend.upscale(frames_of((1, 50, 61)))
     assert out.shape == (1, 200, 244, 3)
     assert calls and all(shape[1:3] == (32, 32) for shape in calls)
+
+
+def test_onnxruntime_execution_providers_follow_what_is_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    from srgan_deploy.backends.ort_backend import OnnxRuntimeBackend
+
+    def providers(available: list[str], **options: object) -> list[object]:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+        return OnnxRuntimeBackend(BackendOptions(cache_dir=tmp_path, **options))._providers()  # type: ignore[arg-type]
+
+    assert providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers(gpu, device="cpu") == ["CPUExecutionProvider"]
+    chosen = providers(gpu, device="cuda:1", precision="fp32")
+    names = [p[0] if isinstance(p, tuple) else p for p in chosen]
+    assert names == gpu
+    trt_options = chosen[0][1]  # type: ignore[index]
+    assert trt_options["device_id"] == 1 and trt_options["trt_fp16_enable"] is False
+    assert trt_options["trt_engine_cache_path"] == str(tmp_path / "ort-tensorrt")
+    assert providers(gpu[1:], device="cuda")[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+        providers(["CPUExecutionProvider"], device="cuda")

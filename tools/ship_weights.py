@@ -1,7 +1,8 @@
 """Copy a training run's generator into the package as a bundled model (fp16 storage, provenance kept).
 
-usage: python tools/ship_weights.py RUN/generator.safetensors NAME [eval-json ...]
-Eval JSON files (from `srgan-deploy eval --json`) are recorded in the provenance.
+usage: python tools/ship_weights.py RUN/generator.safetensors NAME [eval-json ...] [key=value ...]
+Eval JSON files (from `srgan-deploy eval --json`) are recorded in the provenance, and so is every
+key=value (e.g. how a model was initialised).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ def main(src: str, name: str, *evals: str) -> None:
     provenance["name"] = name
     provenance["placeholder"] = False
     provenance["storage"] = "float16"
-    for path in evals:
+    for extra in [e for e in evals if "=" in e]:
+        key, value = extra.split("=", 1)
+        provenance[key] = value
+    for path in [e for e in evals if "=" not in e]:
         report = json.loads(Path(path).read_text())
         provenance.setdefault("eval", {})[report["dataset"]] = {
             "protocol": report["protocol"],

@@ -180,6 +180,7 @@ class Trainer:
             "name": cfg.name,
             "placeholder": False,
             "phase": cfg.phase,
+            "init": cfg.init,
             "data": str(cfg.data),
             "training_images": len(self.sampler),
             "degradation": cfg.degradation.kind,

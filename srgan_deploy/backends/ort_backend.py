@@ -68,7 +68,22 @@ class OnnxRuntimeBackend(Backend):
                 "onnxruntime has no CUDA provider here; install onnxruntime-gpu or use --device cpu"
             )
         index = int(device.split(":")[1]) if ":" in device else 0
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        providers: list[Any] = []
+        if "TensorrtExecutionProvider" in available:
+            # onnxruntime builds and caches its own TensorRT engines for the graph (or the parts of it
+            # TensorRT takes); CUDA then CPU run whatever is left
+            providers.append(
+                (
+                    "TensorrtExecutionProvider",
+                    {
+                        "device_id": index,
+                        "trt_fp16_enable": self.options.precision != "fp32",
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache_dir(self.options.cache_dir) / "ort-tensorrt"),
+                    },
+                )
+            )
+        return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
     def _open(self) -> None:
         import onnxruntime as ort
