@@ -42,3 +42,31 @@ def test_default_model_beats_bicubic_on_set5_images(tmp_path: Path) -> None:
 
 
 MIN_GAIN_DB = 1.55  # measured for the bundled model: +1.67 dB on baby + bird (README model card)
+
+
+def test_paper_size_model_ships_beside_the_default() -> None:
+    """srgan-x4 (64 x 16, the paper's size) is bundled, labelled, and at least as good as the default."""
+    from srgan_deploy.config import ModelConfig
+
+    info = read_info("srgan-x4")
+    assert info.config == ModelConfig(channels=64, blocks=16)
+    assert not info.is_placeholder
+    prov = info.provenance
+    assert "srgan-x4-lite" in str(prov["init"])  # warm-started by growing the lite model (train/widen.py)
+    lite = read_info(None).provenance["eval"]
+    for dataset in ("set5", "set14"):
+        gain = prov["eval"][dataset]["model"]["psnr"] - prov["eval"][dataset]["bicubic"]["psnr"]
+        lite_gain = lite[dataset]["model"]["psnr"] - lite[dataset]["bicubic"]["psnr"]
+        assert gain >= lite_gain
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="../shared/data/eval/set5 not present")
+def test_paper_size_model_beats_bicubic_on_a_set5_image(tmp_path: Path) -> None:
+    folder = tmp_path / "set5"
+    folder.mkdir()
+    shutil.copy(SET5 / "bird.png", folder / "bird.png")
+    with create("onnxruntime", BackendOptions(weights="srgan-x4", device="cpu", cache_dir=tmp_path / "cache"))[
+        0
+    ] as backend:
+        report = evaluate(folder, lambda img: backend.upscale(img[None])[0], 4)
+    assert report.mean("model").psnr >= report.mean("bicubic").psnr + MIN_GAIN_DB
