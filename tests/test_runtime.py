@@ -51,6 +51,7 @@ def test_onnxruntime_matches_torch(
         0
     ] as ort_backend:
         out = ort_backend.upscale(frames)
+        assert ort_backend.graph_rewrites == 5  # head + 2 blocks + 2 upsample PReLUs of the tiny model
     ref = torch_ref.upscale(frames)
     assert out.shape == ref.shape == (shape[0], shape[1] * 4, shape[2] * 4, 3)
     diff = np.abs(out.astype(int) - ref.astype(int))
@@ -363,3 +364,33 @@ def test_onnxruntime_execution_providers_follow_what_is_installed(
     assert providers(gpu[1:], device="cuda")[0] == ("CUDAExecutionProvider", {"device_id": 0})
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         providers(["CPUExecutionProvider"], device="cuda")
+
+
+def test_cpu_prelu_rewrite_keeps_the_function(tiny_weights: Path, tmp_path: Path) -> None:
+    """PReLU -> BatchNormalization + Relu + Add: same outputs; slopes above 1 are left as PReLU."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from export.onnx import export_onnx
+    from srgan_deploy.backends.ort_graph import prelu_as_batchnorm
+
+    path = export_onnx(tiny_weights, tmp_path / "m.onnx", io="float32").path
+    original = onnx.load(str(path))
+    prelus = [n for n in original.graph.node if n.op_type == "PRelu"]
+    steep = "steep_slopes"  # give one layer slopes > 1: that PReLU must stay
+    original.graph.initializer.append(numpy_helper.from_array(np.full((8, 1, 1), 1.5, np.float32), steep))
+    prelus[1].input[1] = steep
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(original)
+    assert prelu_as_batchnorm(rewritten) == len(prelus) - 1
+    assert [n.input[1] for n in rewritten.graph.node if n.op_type == "PRelu"] == [steep]
+    onnx.checker.check_model(rewritten)
+    names = {i.name for i in rewritten.graph.initializer}
+    assert not any(n.startswith("onnx::PRelu") for n in names)  # replaced slopes pruned (no ORT warnings)
+    x = np.random.default_rng(0).random((2, 3, 13, 11), dtype=np.float32)
+    outputs = []
+    for proto in (original, rewritten):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"input": x})[0])
+    assert np.abs(outputs[0] - outputs[1]).max() < 1e-5

@@ -102,8 +102,12 @@ class OnnxRuntimeBackend(Backend):
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
         self.providers = self._providers()
+        model: str | bytes = str(path)
+        self.graph_rewrites = 0
+        if self.providers == ["CPUExecutionProvider"]:
+            model, self.graph_rewrites = self._cpu_graph(path)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
         except Exception as exc:
             raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
@@ -113,6 +117,17 @@ class OnnxRuntimeBackend(Backend):
         config_json = meta.get("srgan_deploy.config")
         self._overlap = ModelConfig.from_json(config_json).receptive_radius if config_json else 40
         self.model_path = path
+
+    @staticmethod
+    def _cpu_graph(path: Path) -> tuple[bytes, int]:
+        """The graph with PReLUs rewritten for onnxruntime's blocked CPU layout (see ort_graph.py)."""
+        import onnx
+
+        from srgan_deploy.backends.ort_graph import prelu_as_batchnorm
+
+        proto = onnx.load(str(path))
+        count = prelu_as_batchnorm(proto)
+        return proto.SerializeToString(), count
 
     @property
     def overlap(self) -> int:
