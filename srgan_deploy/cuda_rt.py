@@ -124,6 +124,7 @@ class PinnedBuffer:
     """Page-locked host memory viewed as a flat uint8 numpy array (DMA-able, so copies run async)."""
 
     def __init__(self, nbytes: int) -> None:
+        require()
         self.nbytes = nbytes
         self.ptr = int(check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
         c_array = (ctypes.c_uint8 * nbytes).from_address(self.ptr)
@@ -137,6 +138,7 @@ class PinnedBuffer:
 
 class DeviceBuffer:
     def __init__(self, nbytes: int) -> None:
+        require()
         self.nbytes = nbytes
         self.ptr = int(check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
 

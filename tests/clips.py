@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,12 +29,15 @@ def make_clip(
     pix_fmt: str = "yuv420p",
     fmt: str | None = None,
     audio_codec: str = "aac",
+    configure: Callable[[av.VideoStream], None] | None = None,
 ) -> Path:
-    """Write a clip; ``pts`` (in 1/1000 s) gives variable frame timing."""
+    """Write a clip; ``pts`` (in 1/1000 s) gives variable frame timing; ``configure`` sets stream metadata."""
     with av.open(str(path), mode="w", format=fmt) as out:
         video = out.add_stream(codec, rate=fps)
         assert isinstance(video, av.VideoStream)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if configure is not None:
+            configure(video)
         tb = Fraction(1, 1000) if pts is not None else Fraction(1, fps)
         video.codec_context.time_base = tb
         if codec == "libx264":

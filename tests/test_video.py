@@ -256,18 +256,7 @@ def test_nvenc_without_a_gpu_falls_back_to_x264(clip: Path, tmp_path: Path, mode
 def test_rotation_metadata_is_kept(tmp_path: Path, model: object) -> None:
     import av
 
-    src = tmp_path / "rot.mp4"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        stream.set_display_rotation(90)
-        for i in range(4):
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * i, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    src = make_clip(tmp_path / "rot.mp4", 32, 24, frames=4, audio=False, configure=lambda v: v.set_display_rotation(90))
     dst = tmp_path / "rot_out.mp4"
     run_job(src, dst, model)
     with av.open(str(src)) as a, av.open(str(dst)) as b:
@@ -279,19 +268,11 @@ def test_rotation_metadata_is_kept(tmp_path: Path, model: object) -> None:
 def test_colour_metadata_is_kept(tmp_path: Path, model: object) -> None:
     import av
 
-    src = tmp_path / "bt709.mkv"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        cc = stream.codec_context
+    def bt709(video: av.VideoStream) -> None:
+        cc = video.codec_context
         cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 60 * i, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+    src = make_clip(tmp_path / "bt709.mkv", 32, 24, frames=3, audio=False, configure=bt709)
     dst = tmp_path / "bt709_out.mkv"
     run_job(src, dst, model)
     with av.open(str(dst)) as container:

@@ -57,8 +57,10 @@ def _param(text: str, classes: set[str], index: int) -> str:
         ctype = " ".join(words[:-1]).replace("const ", "")
         kind = "int" if ctype in INT_CTYPES else "float" if ctype in FLOAT_CTYPES else "Any"
     name = name.strip("*&") or f"arg{index}"
-    if keyword.iskeyword(name) or not name.isidentifier():
-        name = f"{name}_" if name.isidentifier() or keyword.iskeyword(name) else f"arg{index}"
+    if keyword.iskeyword(name):
+        name = f"{name}_"
+    elif not name.isidentifier():
+        name = f"arg{index}"
     return f"{name}: {kind}{default}"
 
 
