@@ -58,7 +58,7 @@ def measure_size(
 ) -> list[dict[str, Any]]:
     import cv2
 
-    from export.verify import make_input
+    from srgan_deploy.export.verify import make_input
 
     frames = make_input((1, h, w), seed=0)
     ref = eager(frames)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.fp16 import FP16_BUDGET_DB, measure_fp16, stress_images
 from srgan_deploy.bench import machine_info
+from srgan_deploy.export.fp16 import FP16_BUDGET_DB, measure_fp16, stress_images
 from srgan_deploy.resize import imresize
 
 RESULTS = Path(__file__).parent / "results"

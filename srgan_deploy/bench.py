@@ -174,8 +174,8 @@ def resolve_backends(names: tuple[str, ...]) -> list[str]:
 
 
 def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    from export.verify import make_input
     from srgan_deploy.backends import BackendOptions, create
+    from srgan_deploy.export.verify import make_input
     from srgan_deploy.metrics import psnr
     from srgan_deploy.weights import read_info
 

@@ -240,8 +240,8 @@ def export(
     """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT engine (verified on the GPU)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from export.run import ExportRequest, run_export
-    from export.shapes import ShapeProfile, parse_shape
+    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.export.shapes import ShapeProfile, parse_shape
 
     if static_shape:
         n, _, h, w = parse_shape(static_shape, "--static-shape")
@@ -544,6 +544,7 @@ def train(
     pixel_weight: Annotated[
         float, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
     ] = 0.0,
+    loss: Annotated[str, typer.Option("--loss", help="srresnet-phase pixel loss: mse (paper) or l1.")] = "mse",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: ThreadsOpt = None,
     name: Annotated[str, typer.Option("--name", help="Model name recorded in the weights' provenance.")] = "srgan-x4",
@@ -553,9 +554,9 @@ def train(
     """Train the generator: phase srresnet (MSE), then srgan. Works under torchrun for multi-GPU."""
     from srgan_deploy.config import ModelConfig
     from srgan_deploy.errors import ConfigError
-    from train.config import TrainConfig
-    from train.data import DegradationConfig
-    from train.loop import run_training
+    from srgan_deploy.train.config import TrainConfig
+    from srgan_deploy.train.data import DegradationConfig
+    from srgan_deploy.train.loop import run_training
 
     try:
         milestones = tuple(int(x) for x in lr_milestones.split(",") if x.strip())
@@ -586,6 +587,7 @@ def train(
         vgg_layer=vgg_layer,
         adv_weight=adv_weight,
         pixel_weight=pixel_weight,
+        loss=loss,
         amp=not no_amp,
         threads=threads,
         name=name,

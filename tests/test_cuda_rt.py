@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from srgan_deploy import cuda_rt
 from srgan_deploy.errors import EngineError
+from srgan_deploy.gpu import cuda_rt
 
 pytestmark = pytest.mark.skipif(
     not cuda_rt.has_cuda_python() or cuda_rt.device_count() > 0,

@@ -9,15 +9,15 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from export.fp16 import FP16_BUDGET_DB, convert_core_to_fp16, measure_fp16, stress_images
-from export.onnx import export_onnx, read_metadata
-from export.run import ExportRequest, run_export
-from export.shapes import ShapeProfile, parse_shape
-from export.tensorrt import EnginePaths, EngineSpec, cache_status, load_tensorrt, trt_major, write_engine
-from export.triton import config_text, parse_pbtxt
-from export.verify import make_input, torch_reference, verify_onnx
 from srgan_deploy.cli import app
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, OutputError, WeightsError
+from srgan_deploy.export.fp16 import FP16_BUDGET_DB, convert_core_to_fp16, measure_fp16, stress_images
+from srgan_deploy.export.onnx import export_onnx, read_metadata
+from srgan_deploy.export.run import ExportRequest, run_export
+from srgan_deploy.export.shapes import ShapeProfile, parse_shape
+from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, load_tensorrt, trt_major, write_engine
+from srgan_deploy.export.triton import config_text, parse_pbtxt
+from srgan_deploy.export.verify import make_input, torch_reference, verify_onnx
 from srgan_deploy.metrics import psnr
 from srgan_deploy.weights import read_info
 

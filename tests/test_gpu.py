@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.fp16 import FP16_BUDGET_DB
 from srgan_deploy.backends import BackendOptions
 from srgan_deploy.backends.torch_backend import TorchBackend
+from srgan_deploy.export.fp16 import FP16_BUDGET_DB
 from srgan_deploy.metrics import psnr
 from tests.conftest import smooth_image
 
@@ -25,7 +25,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _has_cuda_python() -> bool:
-    from srgan_deploy.cuda_rt import has_cuda_python
+    from srgan_deploy.gpu.cuda_rt import has_cuda_python
 
     return has_cuda_python()
 
@@ -95,9 +95,9 @@ def test_two_slots_overlap_transfers(tmp_path: Path) -> None:
 
 @needs_trt
 def test_tensorrt_engine_matches_torch(tiny_weights: Path, tmp_path: Path) -> None:
-    from export.run import ExportRequest, run_export
-    from export.shapes import ShapeProfile
     from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.export.shapes import ShapeProfile
 
     profile = ShapeProfile((1, 16, 16), (1, 64, 64), (2, 128, 128))
     report = run_export(

@@ -24,7 +24,7 @@ from srgan_deploy.errors import (
     ShapeError,
     UnknownBackendError,
 )
-from srgan_deploy.inflight import SlotPipeline
+from srgan_deploy.gpu.inflight import SlotPipeline
 from srgan_deploy.metrics import psnr
 from srgan_deploy.tiling import TilePlan, upscale_tiled
 from tests.conftest import smooth_image
@@ -372,8 +372,8 @@ def test_cpu_prelu_rewrite_keeps_the_function(tiny_weights: Path, tmp_path: Path
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from export.onnx import export_onnx
     from srgan_deploy.backends.ort_graph import prelu_as_batchnorm
+    from srgan_deploy.export.onnx import export_onnx
 
     path = export_onnx(tiny_weights, tmp_path / "m.onnx", io="float32").path
     original = onnx.load(str(path))

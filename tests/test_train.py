@@ -13,12 +13,12 @@ import torch
 
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError, TrainingError
+from srgan_deploy.train.config import TrainConfig
+from srgan_deploy.train.data import DegradationConfig, PatchSampler
+from srgan_deploy.train.loop import Trainer, run_training
+from srgan_deploy.train.losses import generator_adversarial_loss
 from srgan_deploy.weights import read_info
 from tests.conftest import make_generator, smooth_image
-from train.config import TrainConfig
-from train.data import DegradationConfig, PatchSampler
-from train.loop import Trainer, run_training
-from train.losses import generator_adversarial_loss
 
 TINY = ModelConfig(channels=8, blocks=1)
 
@@ -126,7 +126,7 @@ def test_missing_vgg_weights_explain_how_to_supply_them(
 
 
 def test_vgg_weights_load_from_a_torchvision_layout_file(tmp_path: Path) -> None:
-    from train.vgg import VGG19Features, load_vgg
+    from srgan_deploy.train.vgg import VGG19Features, load_vgg
 
     reference = VGG19Features("relu5_4")
     state = {f"features.{k}": v for k, v in reference.features.state_dict().items()}
@@ -227,7 +227,7 @@ def test_train_cli(train_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("train_mode", [False, True])
 def test_widened_generator_computes_the_same_function(train_mode: bool) -> None:
-    from train.widen import widen_generator
+    from srgan_deploy.train.widen import widen_generator
 
     small = make_generator(ModelConfig(channels=8, blocks=2), seed=4)
     big = widen_generator(small, ModelConfig(channels=16, blocks=4))
@@ -242,7 +242,7 @@ def test_widened_generator_computes_the_same_function(train_mode: bool) -> None:
 
 def test_widened_generator_learns_in_its_new_channels() -> None:
     """One SGD step changes the new channels' parameters (the zero-gamma trick keeps gradients alive)."""
-    from train.widen import widen_generator
+    from srgan_deploy.train.widen import widen_generator
 
     big = widen_generator(make_generator(ModelConfig(channels=8, blocks=1), seed=5), ModelConfig(channels=16, blocks=2))
     big.train()
@@ -255,7 +255,7 @@ def test_widened_generator_learns_in_its_new_channels() -> None:
 
 
 def test_widening_refuses_to_shrink_or_rescale() -> None:
-    from train.widen import widen_generator
+    from srgan_deploy.train.widen import widen_generator
 
     small = make_generator(ModelConfig(channels=8, blocks=2))
     with pytest.raises(ConfigError, match="shrink"):

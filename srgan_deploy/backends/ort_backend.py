@@ -46,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
         return True, f"onnxruntime {ort.__version__} ({', '.join(providers)})"
 
     def _model_path(self) -> Path:
-        from export.onnx import cached_onnx
+        from srgan_deploy.export.onnx import cached_onnx
 
         weights = self.options.weights
         if weights is not None and str(weights).endswith(".onnx"):
@@ -88,7 +88,7 @@ class OnnxRuntimeBackend(Backend):
     def _open(self) -> None:
         import onnxruntime as ort
 
-        from export.onnx import onnx_input_is_uint8, read_metadata
+        from srgan_deploy.export.onnx import onnx_input_is_uint8, read_metadata
 
         path = self._model_path()
         meta = read_metadata(path)

@@ -1,7 +1,7 @@
 """TensorRT backend: FP16 engine from the cache (built on first use), K in-flight CUDA slots.
 
 The engine call is the only TensorRT-specific step; streams, pinned buffers,
-events and ordering are ``srgan_deploy.inflight``, shared with the torch CUDA path.
+events and ordering are ``srgan_deploy.gpu.inflight``, shared with the torch CUDA path.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from srgan_deploy.errors import EngineError, ShapeError
 
 
 def cuda_device_count() -> int:
-    from srgan_deploy.cuda_rt import device_count
+    from srgan_deploy.gpu.cuda_rt import device_count
 
     return device_count()
 
@@ -35,7 +35,7 @@ class TensorRTBackend(Backend):
         ok, why = tensorrt_status()
         if not ok:
             return False, why
-        from srgan_deploy.cuda_rt import INSTALL_HINT, has_cuda_python
+        from srgan_deploy.gpu.cuda_rt import INSTALL_HINT, has_cuda_python
 
         if not has_cuda_python():
             return False, f"{why}, but {INSTALL_HINT}"
@@ -44,7 +44,7 @@ class TensorRTBackend(Backend):
         return True, why
 
     def _profile(self) -> Any:
-        from export.shapes import ShapeProfile
+        from srgan_deploy.export.shapes import ShapeProfile
 
         if self.options.tile is not None:
             t = self.options.tile
@@ -55,8 +55,8 @@ class TensorRTBackend(Backend):
         return ShapeProfile.parse(None, None, None)
 
     def _open(self) -> None:
-        from export.onnx import cached_onnx, read_metadata
-        from export.tensorrt import BuildOptions, deserialize, get_engine
+        from srgan_deploy.export.onnx import cached_onnx, read_metadata
+        from srgan_deploy.export.tensorrt import BuildOptions, deserialize, get_engine
 
         weights = self.options.weights
         root = cache_dir(self.options.cache_dir)
@@ -69,7 +69,7 @@ class TensorRTBackend(Backend):
                     f"{plan_path} (with its .json sidecar) not found; build one with srgan-deploy export --format tensorrt"
                 )
             meta = json.loads(sidecar.read_text())
-            from export.shapes import ShapeProfile
+            from srgan_deploy.export.shapes import ShapeProfile
 
             prof = meta["spec"]["profile"]
             profile = ShapeProfile(tuple(prof[0]), tuple(prof[1]), tuple(prof[2]))  # type: ignore[arg-type]
@@ -110,7 +110,7 @@ class TensorRTBackend(Backend):
             raise EngineError(f"{plan_path} has I/O tensors {names}: not an srgan-deploy engine")
         self.engine = engine
         self.profile = profile
-        from srgan_deploy.inflight import CudaSlot, SlotPipeline, TensorRTCompute
+        from srgan_deploy.gpu.inflight import CudaSlot, SlotPipeline, TensorRTCompute
 
         use_graphs = profile.is_static
         slots = [
@@ -144,7 +144,7 @@ class TensorRTBackend(Backend):
         return tile
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
-        from srgan_deploy.inflight import split_batches
+        from srgan_deploy.gpu.inflight import split_batches
 
         _, h, w, _ = frames.shape
         if not self.profile.accepts(1, h, w):

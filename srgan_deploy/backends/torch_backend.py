@@ -19,7 +19,7 @@ from srgan_deploy.weights import WeightsInfo, load_generator
 if TYPE_CHECKING:
     import torch
 
-    from srgan_deploy.inflight import SlotPipeline
+    from srgan_deploy.gpu.inflight import SlotPipeline
 
 
 def resolve_torch_device(requested: str) -> torch.device:
@@ -103,7 +103,7 @@ class TorchBackend(Backend):
     def _pipeline_for(self, shape: tuple[int, ...]) -> SlotPipeline | None:
         """The K-slot CUDA pipeline (torch op on each slot's stream), sized for ``shape``; None without cuda-python."""
         from srgan_deploy.errors import BackendUnavailableError
-        from srgan_deploy.inflight import CudaSlot, SlotPipeline, TorchCompute
+        from srgan_deploy.gpu.inflight import CudaSlot, SlotPipeline, TorchCompute
 
         n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
         current = getattr(self, "_pipeline", None)

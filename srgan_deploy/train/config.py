@@ -9,9 +9,10 @@ from typing import Any
 
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError
-from train.data import DegradationConfig
+from srgan_deploy.train.data import DegradationConfig
 
 PHASES = ("srresnet", "srgan")
+PIXEL_LOSSES = ("mse", "l1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainConfig:
     vgg_layer: str = "relu5_4"
     adv_weight: float = 1e-3
     pixel_weight: float = 0.0
+    loss: str = "mse"  # pixel loss of the srresnet phase: mse (the paper) or l1 (often more PSNR)
     d_dropout: float = 0.3
     amp: bool = True
     threads: int | None = None
@@ -47,6 +49,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ConfigError(f"unknown phase '{self.phase}'; choose srresnet or srgan")
+        if self.loss not in PIXEL_LOSSES:
+            raise ConfigError(f"unknown --loss '{self.loss}'; choose mse or l1")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError("--steps and --batch-size must be positive")
         if self.crop < self.model.scale * 4 or self.crop % self.model.scale:
@@ -67,7 +71,7 @@ class TrainConfig:
 
     def resume_mismatch(self, saved: dict[str, Any]) -> list[str]:
         """Options whose change would make a resumed run a different experiment."""
-        keys = ("phase", "model", "batch_size", "crop", "degradation", "seed")
+        keys = ("phase", "model", "batch_size", "crop", "degradation", "seed", "loss")
         now = self.to_dict()
         return [k for k in keys if k in saved and saved[k] != now[k]]
 

@@ -87,7 +87,7 @@ def check_parity(
 def torch_reference(weights: str | Path | None, io: str) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
-    from export.onnx import inference_module
+    from srgan_deploy.export.onnx import inference_module
 
     model, _ = inference_module(weights, io, reference=True)
 

@@ -20,7 +20,7 @@ import numpy as np
 from srgan_deploy.errors import EngineError, ShapeError
 
 if TYPE_CHECKING:
-    from srgan_deploy.cuda_rt import Stream
+    from srgan_deploy.gpu.cuda_rt import Stream
 
 Shape = tuple[int, int, int]  # batch, height, width of the LR input (NHWC uint8, 3 channels)
 
@@ -76,7 +76,7 @@ class CudaSlot:
     """One in-flight slot on a CUDA device (cuda-python memory, stream and event)."""
 
     def __init__(self, compute: Compute, max_shape: Shape, scale: int) -> None:
-        from srgan_deploy.cuda_rt import DeviceBuffer, Event, PinnedBuffer, Stream
+        from srgan_deploy.gpu.cuda_rt import DeviceBuffer, Event, PinnedBuffer, Stream
 
         b, h, w = max_shape
         self.max_shape = max_shape
@@ -93,7 +93,7 @@ class CudaSlot:
         self._out_shape: tuple[int, int, int, int] | None = None
 
     def start(self, frames: np.ndarray) -> None:
-        from srgan_deploy.cuda_rt import copy_d2h_async, copy_h2d_async
+        from srgan_deploy.gpu.cuda_rt import copy_d2h_async, copy_h2d_async
 
         n, h, w, _ = frames.shape
         mb, mh, mw = self.max_shape
@@ -149,7 +149,7 @@ class TensorRTCompute:
             raise EngineError("TensorRT execute_async_v3 failed; rerun with --debug for TensorRT's log")
 
     def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
-        from srgan_deploy.cuda_rt import Graph
+        from srgan_deploy.gpu.cuda_rt import Graph
 
         if shape != self._shape:
             b, h, w = shape

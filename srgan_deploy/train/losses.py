@@ -11,12 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.vgg import VGG19Features
+from srgan_deploy.train.vgg import VGG19Features
 
 VGG_RESCALE = 1.0 / 12.75  # the paper's rescaling of VGG feature maps
 
 
-def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """MSE is the paper's loss; L1 tends to reach a higher PSNR for SRResNet-type models (EDSR's finding)."""
+    if kind == "l1":
+        return F.l1_loss(sr, hr)
     return F.mse_loss(sr, hr)
 
 

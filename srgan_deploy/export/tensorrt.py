@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.shapes import ShapeProfile
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
+from srgan_deploy.export.shapes import ShapeProfile
 from srgan_deploy.weights import file_sha256
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def deserialize(plan: bytes) -> Any:
 def make_spec(
     onnx_path: Path, precision: str, profile: ShapeProfile, io: str, options: BuildOptions, device: int = 0
 ) -> EngineSpec:
-    from srgan_deploy.cuda_rt import device_properties
+    from srgan_deploy.gpu.cuda_rt import device_properties
 
     trt_mod = load_tensorrt()
     version = str(trt_mod.__version__)
@@ -263,7 +263,7 @@ def make_spec(
 def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
     """The ONNX TensorRT parses: float16-core for strongly typed FP16, else the original."""
     if spec.precision == "fp16" and spec.strongly_typed:
-        from export.fp16 import write_fp16_onnx
+        from srgan_deploy.export.fp16 import write_fp16_onnx
 
         work_dir.mkdir(parents=True, exist_ok=True)
         target = work_dir / f"{onnx_path.stem}-{spec.onnx_sha256[:12]}-fp16core.onnx"
@@ -298,8 +298,8 @@ def get_engine(
         options.timing_cache = engine_dir / f"timing-{spec.gpu_name.replace(' ', '_')}-{spec.tensorrt_version}.cache"
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
     plan = build_serialized(source, spec, options, paths.log)
-    from export.onnx import read_metadata
     from srgan_deploy.config import ModelConfig
+    from srgan_deploy.export.onnx import read_metadata
 
     meta = read_metadata(onnx_path)
     config = ModelConfig.from_json(meta.get("srgan_deploy.config", "{}"))

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
-from export.onnx import IO_MODES, OnnxArtifact, export_onnx
-from export.shapes import ShapeProfile
-from export.verify import Parity, check_parity, make_input, torch_reference, verify_onnx
 from srgan_deploy.errors import ConfigError, OutputError, ParityError
+from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
+from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
+from srgan_deploy.export.shapes import ShapeProfile
+from srgan_deploy.export.verify import Parity, check_parity, make_input, torch_reference, verify_onnx
 from srgan_deploy.weights import read_info
 
 FORMATS = ("onnx", "tensorrt", "all")
@@ -79,7 +79,7 @@ def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precis
         if precision == "fp32":
             return check_parity(run, torch_reference(weights, "uint8"), "uint8", shapes, what="TensorRT engine")
         reference = torch_reference(weights, "uint8")
-        from export.verify import compare
+        from srgan_deploy.export.verify import compare
 
         for k, shape in enumerate(shapes):
             frames = make_input(shape, seed=k)
@@ -101,7 +101,7 @@ def run_export(
 
     info = read_info(request.weights)  # fails early on a bad weights file
     if request.wants_tensorrt:
-        from export.tensorrt import load_tensorrt
+        from srgan_deploy.export.tensorrt import load_tensorrt
 
         load_tensorrt()  # fails early, before any work, when TensorRT is missing
     _check_writable(request.out_dir)
@@ -115,7 +115,7 @@ def run_export(
         for parity in report.onnx_parity:
             notify(f"  onnxruntime vs PyTorch {parity.line()}")
     if request.wants_tensorrt:
-        from export.tensorrt import BuildOptions, get_engine
+        from srgan_deploy.export.tensorrt import BuildOptions, get_engine
 
         if request.io != "uint8":
             raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
@@ -152,7 +152,7 @@ def run_export(
             for parity in report.engine_parity:
                 notify(f"  TensorRT vs PyTorch {parity.line()}")
     if request.triton_repo is not None:
-        from export.triton import write_model
+        from srgan_deploy.export.triton import write_model
 
         report.triton.append(
             write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None)

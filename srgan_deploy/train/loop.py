@@ -23,13 +23,13 @@ from torch import nn
 from srgan_deploy.errors import Interrupted, TrainingError
 from srgan_deploy.evaluate import evaluate
 from srgan_deploy.models import Discriminator, Generator
+from srgan_deploy.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from srgan_deploy.train.config import TrainConfig
+from srgan_deploy.train.data import PatchSampler
+from srgan_deploy.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from srgan_deploy.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss, pixel_loss
+from srgan_deploy.train.vgg import load_vgg
 from srgan_deploy.weights import load_generator, save_generator
-from train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from train.config import TrainConfig
-from train.data import PatchSampler
-from train.distributed import DistInfo, barrier, init_distributed, shutdown
-from train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss, pixel_loss
-from train.vgg import load_vgg
 
 WEIGHTS = "generator.safetensors"
 LOG = "log.jsonl"
@@ -106,7 +106,7 @@ class Trainer:
 
     def _load_init(self) -> None:
         """Start from ``--init`` weights (srgan: the bundled model by default), grown if they are smaller."""
-        from train.widen import widen_generator
+        from srgan_deploy.train.widen import widen_generator
 
         cfg = self.config
         init, info = load_generator(cfg.init)
@@ -227,12 +227,12 @@ class Trainer:
         if self.discriminator is None:
             with self._autocast():
                 sr = self.g_train(lr)
-            loss = pixel_loss(sr.float(), hr)
+            loss = pixel_loss(sr.float(), hr, cfg.loss)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             self.opt_g.step()
             self.sched_g.step()
-            losses["mse"] = float(loss.detach())
+            losses[cfg.loss] = float(loss.detach())
             return losses
         assert self.d_train is not None and self.opt_d is not None and self.content is not None
         assert self.sched_d is not None
