@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from srgan_deploy.backends import BackendOptions, availability, create
+from srgan_deploy.backends.options import Request
+from srgan_deploy.backends.registry import availability, backend_for
 from srgan_deploy.bench import gemm_peak_gflops, machine_info, model_gflops, parse_size
 from srgan_deploy.weights import load_generator, read_info
 
@@ -58,7 +59,7 @@ def measure_size(
 ) -> list[dict[str, Any]]:
     import cv2
 
-    from srgan_deploy.export.verify import make_input
+    from srgan_deploy.images import make_input
 
     frames = make_input((1, h, w), seed=0)
     ref = eager(frames)
@@ -82,7 +83,7 @@ def measure_size(
     bicubic = time_call(lambda: cv2.resize(frames[0], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC), iters * 4)
     record("opencv-bicubic", "cpu", bicubic, None)
     for name in backends:
-        backend, _ = create(name, BackendOptions(weights=weights))
+        backend, _ = backend_for(name, Request(), weights)
         with backend:
             out = backend.upscale(frames)
             record(name, backend.device_label, time_call(lambda b=backend: b.upscale(frames), iters), out)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srgan_deploy.backends import BackendOptions, create
+from srgan_deploy.backends.options import Request
+from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.bench import machine_info
 from srgan_deploy.pipeline import VideoJob, upscale_video
 from srgan_deploy.video import EncodeOptions, Source
@@ -38,8 +39,9 @@ def main() -> None:
     source = Source(args.clip, max_frames=args.frames)
     frames = [f.rgb for f in source.frames(lambda p: None, print)]
     source.close()
-    backend, choice = create(args.backend, BackendOptions(weights=args.weights))
+    backend, choice = backend_for(args.backend, Request(), args.weights)
     with backend:
+        device = backend.device_label
         backend.upscale(frames[0][None])  # warm-up (engine build / caches)
         t0 = time.perf_counter()
         for _ in backend.upscale_many(f[None] for f in frames):
@@ -55,7 +57,7 @@ def main() -> None:
         "frames": len(frames),
         "input": list(np.asarray(frames[0]).shape[:2]),
         "backend": choice.name,
-        "device": backend.device_label,
+        "device": device,
         "encoder": f"libx264 preset {args.preset} crf 18",
         "inference_fps": inference_fps,
         "pipeline_fps": result.fps,

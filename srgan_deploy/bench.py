@@ -148,6 +148,7 @@ class BenchConfig:
     device: str = "auto"
     threads: int | None = None
     slots: int = 2
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.iters < 1 or self.warmup < 0:
@@ -159,23 +160,23 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def resolve_backends(names: tuple[str, ...]) -> list[str]:
-    from srgan_deploy.backends import BACKEND_NAMES, availability
+    from srgan_deploy.backends.registry import BACKEND_NAMES, MODEL_BACKENDS, availability
     from srgan_deploy.errors import UnknownBackendError
 
-    avail = availability()
     if names == ("all",):
-        return [n for n in ("tensorrt", "onnxruntime", "torch") if avail[n][0]]
+        avail = availability()
+        return [n for n in MODEL_BACKENDS if avail[n][0]]
     for name in names:
         if name not in BACKEND_NAMES or name == "auto":
-            raise UnknownBackendError(
-                f"unknown backend '{name}' for bench; choose from tensorrt, onnxruntime, torch, bicubic or all"
-            )
+            choices = ", ".join(n for n in BACKEND_NAMES if n != "auto")
+            raise UnknownBackendError(f"unknown backend '{name}' for bench; choose from {choices} or all")
     return list(names)
 
 
 def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    from srgan_deploy.backends import BackendOptions, create
-    from srgan_deploy.export.verify import make_input
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.registry import choose, create
+    from srgan_deploy.images import make_input
     from srgan_deploy.metrics import psnr
     from srgan_deploy.weights import read_info
 
@@ -190,17 +191,15 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
     results: list[BenchResult] = []
     names = resolve_backends(config.backends)
     # the reference first: torch fp32 on CPU
-    with create(
-        "torch", BackendOptions(weights=config.weights, device="cpu", precision="fp32", threads=config.threads)
-    )[0] as ref:
+    reference_choice = choose("torch", Request(device="cpu", precision="fp32", threads=config.threads))
+    with create(reference_choice, config.weights, notify) as ref:
         reference = ref.upscale(frames)
     for name in names:
-        options = BackendOptions(
-            weights=config.weights, device=config.device, threads=config.threads, slots=config.slots
-        )
-        backend, _ = create(name, options)
+        request = Request(device=config.device, precision=config.precision, threads=config.threads, slots=config.slots)
+        backend = create(choose(name, request), config.weights, notify)
         with backend:
-            notify(f"{name}: warming up on {backend.device_label}")
+            label = backend.device_label
+            notify(f"{name}: warming up on {label}")
             for _ in range(config.warmup):
                 out = backend.upscale(frames)
             latencies = []
@@ -212,7 +211,7 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
             t0 = time.perf_counter()
             count = sum(1 for _ in backend.upscale_many(frames for _ in range(config.iters)))
             throughput_s = (time.perf_counter() - t0) / count
-            device = "cuda" if backend.device_label.startswith("cuda") else "cpu"
+            device = "cuda" if label.startswith("cuda") else "cpu"
         if device not in peaks:
             notify(f"measuring {device} GEMM peak")
             peaks[device] = gemm_peak_gflops("cuda" if device == "cuda" else "cpu", config.threads)
@@ -223,7 +222,7 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
         results.append(
             BenchResult(
                 backend=name,
-                device=backend.device_label,
+                device=label,
                 input=[config.height, config.width],
                 batch=config.batch,
                 p50_ms=percentile(latencies, 50) * 1e3,
@@ -246,6 +245,17 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
         "config": {**asdict(config), "backends": names},
         "results": [asdict(r) for r in results],
     }
+
+
+def check_output_file(path: Path, what: str) -> None:
+    """Fail before a long benchmark, not after it, when its report cannot be written."""
+    from srgan_deploy.errors import OutputError
+
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name such as {path / 'bench.json'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise OutputError(f"{what} {path}: folder {parent} is not writable")
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -85,21 +85,49 @@ def main_options(
 
 BackendOpt = Annotated[
     str,
-    typer.Option("--backend", "-b", help="auto | tensorrt | onnxruntime | torch | bicubic (auto picks the fastest)."),
+    typer.Option(
+        "--backend",
+        "-b",
+        help="auto | tensorrt | tensorrt-rtx | onnxruntime | openvino | torch | bicubic (auto picks the fastest).",
+    ),
 ]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option("--weights", "-w", help="A .safetensors file or bundled model name; default: the bundled model."),
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A .safetensors file or bundled model name (default: the bundled model); an .onnx or TensorRT .plan also runs.",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 TileOpt = Annotated[int | None, typer.Option("--tile", help="Process frames in LR tiles of this size (saves memory).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPUs, bf16 with OpenVINO on bf16 CPUs, else fp32).",
+    ),
+]
 
 
-def _backend_options(weights: str | None, device: str, tile: int | None, threads: int | None, **extra: Any) -> Any:
-    from srgan_deploy.backends import BackendOptions
+def _backend(
+    name: str,
+    weights: str | None,
+    device: str,
+    tile: int | None,
+    threads: int | None,
+    precision: str = "auto",
+    slots: int = 2,
+) -> tuple[Any, Any]:
+    """Resolve the model source (at the edge) and the backend; nothing is loaded until it is opened."""
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.registry import choose, create
+    from srgan_deploy.sources import model_source
 
-    return BackendOptions(weights=weights, device=device, tile=tile, threads=threads, **extra)
+    source = model_source(weights)
+    choice = choose(name, Request(device=device, precision=precision, tile=tile, threads=threads, slots=slots))
+    return create(choice, source, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False)), choice
 
 
 @app.command()
@@ -113,6 +141,7 @@ def upscale(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "auto",
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format: png, jpg or webp (default: as input).")
     ] = None,
@@ -121,12 +150,11 @@ def upscale(
     """Upscale images 4x. Folders are searched recursively; alpha is kept (upscaled bicubically)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from srgan_deploy.backends import create
     from srgan_deploy.upscale import plan_jobs, upscale_files
 
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     jobs = plan_jobs(inputs, out_dir, overwrite=overwrite, suffix=suffix)
-    engine, choice = create(backend, _backend_options(weights, device, tile, threads))
+    engine, choice = _backend(backend, weights, device, tile, threads, precision)
     err = _stderr()
     with (
         engine,
@@ -201,7 +229,12 @@ def export(
     ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the .onnx / .plan files.")],
     weights: WeightsOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | all")] = "onnx",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="onnx | tensorrt (this GPU) | tensorrt-rtx (ahead of time, no GPU needed) | all"
+        ),
+    ] = "onnx",
     precision: Annotated[str, typer.Option("--precision", help="TensorRT precision: fp16 | fp32")] = "fp16",
     io: Annotated[
         str, typer.Option("--io", help="uint8 (NHWC bytes in/out, for video) | float32 (NCHW [0,1])")
@@ -228,20 +261,21 @@ def export(
         Path | None, typer.Option("--engine-dir", help="Engine cache folder (default: user cache dir).")
     ] = None,
     workspace: Annotated[int, typer.Option("--workspace", help="TensorRT workspace limit in MiB.")] = 4096,
-    strongly_typed: Annotated[
-        bool,
+    sm: Annotated[
+        str | None,
         typer.Option(
-            "--strongly-typed",
-            help="TensorRT 10: build from the FP16-converted ONNX, strongly typed (always on TensorRT >= 11).",
+            "--sm",
+            help="TensorRT-RTX targets, e.g. 86,89,120 (default: this GPU, or every RTX target on a machine without one).",
         ),
-    ] = False,
+    ] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity checks against PyTorch.")] = False,
 ) -> None:
-    """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT engine (verified on the GPU)."""
+    """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT / TensorRT-RTX engine."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from srgan_deploy.artifacts import ShapeProfile, parse_shape
     from srgan_deploy.export.run import ExportRequest, run_export
-    from srgan_deploy.export.shapes import ShapeProfile, parse_shape
+    from srgan_deploy.export.tensorrt import parse_targets
 
     if static_shape:
         n, _, h, w = parse_shape(static_shape, "--static-shape")
@@ -259,7 +293,7 @@ def export(
         triton_repo=triton_repo,
         engine_dir=engine_dir,
         workspace_mib=workspace,
-        strongly_typed=True if strongly_typed else None,
+        targets=parse_targets(sm),
     )
     err = _stderr()
     with Progress(
@@ -277,7 +311,7 @@ def export(
     if report.onnx:
         out.print(f"onnx: {report.onnx.path}")
     if report.engine:
-        out.print(f"tensorrt: {report.engine}")
+        out.print(f"{request.flavour}: {report.engine}")
     for folder in report.triton:
         out.print(f"triton: {folder}")
 
@@ -300,18 +334,21 @@ def bench(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     slots: Annotated[int, typer.Option("--slots", help="In-flight batches on GPU backends.")] = 2,
+    precision: PrecisionOpt = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON to this file.")] = None,
 ) -> None:
     """Latency (p50/p90/p99), frames/s, GFLOP/s vs the same-run GEMM peak, and parity vs PyTorch, per backend."""
     from rich.table import Table
 
-    from srgan_deploy.bench import BenchConfig, input_for_output, parse_size, run_bench, write_json
+    from srgan_deploy.bench import BenchConfig, check_output_file, input_for_output, parse_size, run_bench, write_json
     from srgan_deploy.weights import read_info
 
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     scale = read_info(weights).config.scale
     height, width = input_for_output(output, scale) if output else parse_size(size)
     names = tuple(b.strip() for b in backend.split(",") if b.strip())
-    config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots)
+    config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots, precision)
     err = _stderr()
     report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True))
     table = Table(
@@ -358,6 +395,7 @@ def video(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "auto",
     codec: Annotated[
         str, typer.Option("--codec", help="libx264 (default), libx265/hevc, h264_nvenc, hevc_nvenc, libvpx-vp9.")
     ] = "libx264",
@@ -384,7 +422,6 @@ def video(
         TimeRemainingColumn,
     )
 
-    from srgan_deploy.backends import create
     from srgan_deploy.pipeline import VideoJob, check_paths, upscale_video
     from srgan_deploy.video import EncodeOptions
 
@@ -400,7 +437,7 @@ def video(
         overwrite=overwrite,
     )
     check_paths(job)
-    engine, choice = create(backend, _backend_options(weights, device, tile, threads, slots=slots))
+    engine, choice = _backend(backend, weights, device, tile, threads, precision, slots)
     err = _stderr()
     with (
         engine,
@@ -436,12 +473,6 @@ def video(
     )
 
 
-PAPER_TABLE = {  # Ledig et al. 2017, Table 2, 4x, Y-PSNR dB / SSIM
-    "set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
-    "set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},
-}
-
-
 @app.command("eval")
 @handles_errors
 def eval_cmd(
@@ -452,20 +483,20 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "auto",
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
 ) -> None:
     """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on a folder of HR images."""
     from rich.table import Table
 
-    from srgan_deploy.backends import create
-    from srgan_deploy.evaluate import evaluate
+    from srgan_deploy.evaluate import PAPER_TABLE, evaluate
 
     if not folder.is_dir():
         from srgan_deploy.errors import InputFileError
 
         raise InputFileError(f"{folder} is not a folder of images")
-    engine, choice = create(backend, _backend_options(weights, device, tile, threads))
+    engine, choice = _backend(backend, weights, device, tile, threads, precision)
     with engine:
         _stderr().print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
         report = evaluate(folder, lambda img: engine.upscale(img[None])[0], engine.scale, limit=limit)
@@ -506,27 +537,27 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Folder of HR training images (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, generator.safetensors, log.jsonl.")],
     phase: Annotated[
-        str, typer.Option("--phase", help="srresnet (MSE) or srgan (VGG content + adversarial).")
-    ] = "srresnet",
-    steps: Annotated[int, typer.Option("--steps", help="Total optimizer steps.")] = 100_000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-process batch size.")] = 16,
-    crop: Annotated[int, typer.Option("--crop", help="HR crop size (LR = crop / scale).")] = 96,
+        str | None, typer.Option("--phase", help="srresnet (pixel loss) or srgan (VGG content + adversarial).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Per-process batch size.")] = None,
+    crop: Annotated[int | None, typer.Option("--crop", help="HR crop size (LR = crop / scale).")] = None,
     degradation: Annotated[
-        str, typer.Option("--degradation", help="bicubic (MATLAB-style) or blur (Gaussian, then bicubic).")
-    ] = "bicubic",
-    blur_sigma: Annotated[float, typer.Option("--blur-sigma")] = 1.0,
-    blur_kernel: Annotated[int, typer.Option("--blur-kernel")] = 7,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+        str | None, typer.Option("--degradation", help="bicubic (MATLAB-style) or blur (Gaussian, then bicubic).")
+    ] = None,
+    blur_sigma: Annotated[float | None, typer.Option("--blur-sigma")] = None,
+    blur_kernel: Annotated[int | None, typer.Option("--blur-kernel")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
     lr_milestones: Annotated[
-        str, typer.Option("--lr-milestones", help="Comma-separated steps where lr *= --lr-gamma.")
-    ] = "",
-    lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.1,
-    channels: Annotated[int, typer.Option("--channels", help="Generator width (paper: 64).")] = 64,
-    blocks: Annotated[int, typer.Option("--blocks", help="Residual blocks (paper: 16).")] = 16,
-    scale: Annotated[int, typer.Option("--scale")] = 4,
+        str | None, typer.Option("--lr-milestones", help="Comma-separated steps where lr *= --lr-gamma.")
+    ] = None,
+    lr_gamma: Annotated[float | None, typer.Option("--lr-gamma")] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="Generator width (paper: 64).")] = None,
+    blocks: Annotated[int | None, typer.Option("--blocks", help="Residual blocks (paper: 16).")] = None,
+    scale: Annotated[int | None, typer.Option("--scale")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Folder of HR images for validation PSNR/SSIM.")] = None,
-    val_every: Annotated[int, typer.Option("--val-every")] = 1000,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
+    val_every: Annotated[int | None, typer.Option("--val-every")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every")] = None,
     init: Annotated[
         str | None,
         typer.Option(
@@ -538,45 +569,36 @@ def train(
         Path | None, typer.Option("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth (or .safetensors).")
     ] = None,
     vgg_layer: Annotated[
-        str, typer.Option("--vgg-layer", help="Content-loss layer: relu5_4 = paper's VGG54.")
-    ] = "relu5_4",
-    adv_weight: Annotated[float, typer.Option("--adv-weight")] = 1e-3,
+        str | None, typer.Option("--vgg-layer", help="Content-loss layer: relu5_4 = paper's VGG54.")
+    ] = None,
+    adv_weight: Annotated[float | None, typer.Option("--adv-weight")] = None,
     pixel_weight: Annotated[
-        float, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
-    ] = 0.0,
-    loss: Annotated[str, typer.Option("--loss", help="srresnet-phase pixel loss: mse (paper) or l1.")] = "mse",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+        float | None, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
+    ] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="srresnet-phase pixel loss: mse (paper) or l1.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     threads: ThreadsOpt = None,
-    name: Annotated[str, typer.Option("--name", help="Model name recorded in the weights' provenance.")] = "srgan-x4",
+    name: Annotated[str | None, typer.Option("--name", help="Model name recorded in the weights' provenance.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable bf16 mixed precision on CUDA.")] = False,
 ) -> None:
-    """Train the generator: phase srresnet (MSE), then srgan. Works under torchrun for multi-GPU."""
-    from srgan_deploy.config import ModelConfig
-    from srgan_deploy.errors import ConfigError
-    from srgan_deploy.train.config import TrainConfig
-    from srgan_deploy.train.data import DegradationConfig
+    """Train the generator: phase srresnet (pixel loss), then srgan. Works under torchrun for multi-GPU.
+
+    Every option left out takes TrainConfig's default (srgan_deploy/train/config.py)."""
+    from srgan_deploy.train.config import config_from_options
     from srgan_deploy.train.loop import run_training
 
-    try:
-        milestones = tuple(int(x) for x in lr_milestones.split(",") if x.strip())
-    except ValueError as exc:
-        raise ConfigError(f"--lr-milestones must be comma-separated integers, got '{lr_milestones}'") from exc
-    if not data.is_dir():
-        from srgan_deploy.errors import InputFileError
-
-        raise InputFileError(f"--data {data} is not a folder")
-    config = TrainConfig(
+    config = config_from_options(
         data=data,
         out=out,
+        model={"scale": scale, "channels": channels, "blocks": blocks},
+        degradation={"kind": degradation, "blur_sigma": blur_sigma, "blur_kernel": blur_kernel},
+        lr_milestones=lr_milestones,
         phase=phase,
-        model=ModelConfig(scale=scale, channels=channels, blocks=blocks),
         steps=steps,
         batch_size=batch_size,
         crop=crop,
-        degradation=DegradationConfig(degradation, blur_sigma, blur_kernel),
         lr=lr,
-        lr_milestones=milestones,
         lr_gamma=lr_gamma,
         seed=seed,
         checkpoint_every=checkpoint_every,
@@ -588,10 +610,11 @@ def train(
         adv_weight=adv_weight,
         pixel_weight=pixel_weight,
         loss=loss,
-        amp=not no_amp,
+        amp=False if no_amp else None,
         threads=threads,
         name=name,
     )
+    phase_name, total = config.phase, config.steps
     err = _stderr()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -604,7 +627,7 @@ def train(
         console=err,
         disable=os.environ.get("RANK", "0") != "0",  # under torchrun only rank 0 draws a bar
     ) as progress:
-        task = progress.add_task(phase, total=steps, info="")
+        task = progress.add_task(phase_name, total=total, info="")
 
         def report(step: int, total: int, losses: dict[str, float], rate: float) -> None:
             info = " ".join(f"{k}={v:.4g}" for k, v in losses.items())

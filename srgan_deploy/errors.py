@@ -40,6 +40,10 @@ class BackendUnavailableError(SrganDeployError):
     """A backend was requested that cannot run on this machine."""
 
 
+class BackendStateError(SrganDeployError):
+    """A backend was used outside its open/close lifecycle."""
+
+
 class UnknownBackendError(SrganDeployError):
     """A backend name that does not exist."""
 

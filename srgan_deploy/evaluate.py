@@ -22,6 +22,12 @@ from srgan_deploy.resize import imresize
 Upscaler = Callable[[np.ndarray], np.ndarray]  # HxWx3 uint8 RGB -> (sH)x(sW)x3 uint8 RGB
 
 
+PAPER_TABLE = {  # Ledig et al. 2017, Table 2, 4x, Y-PSNR dB / SSIM
+    "set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
+    "set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},
+}
+
+
 @dataclass(frozen=True)
 class Score:
     psnr: float

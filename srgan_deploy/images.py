@@ -78,3 +78,17 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     return np.ascontiguousarray(image[:, :, :3])
+
+
+def make_input(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A deterministic uint8 NHWC batch with smooth regions, edges and noise (like real frames)."""
+    b, h, w = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    frames = []
+    for i in range(b):
+        base = np.stack([np.sin(xx / (3 + i + c) + c) * np.cos(yy / (4 + c)) for c in range(3)], axis=2)
+        edges = ((xx > w / 2) ^ (yy > h / 3))[..., None] * 0.3
+        noise = rng.normal(0, 0.08, (h, w, 3))
+        frames.append(np.clip((0.35 * base + 0.35 + edges + noise) * 255, 0, 255))
+    return np.stack(frames).astype(np.uint8)

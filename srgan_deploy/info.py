@@ -1,4 +1,6 @@
-"""What ``srgan-deploy info`` reports: versions, backends (and why not), GPU, default model."""
+"""What ``srgan-deploy info`` reports: versions, backends (and why not), GPU, default model.
+
+It only reports: whether a backend is usable is decided by ``backends.registry``."""
 
 from __future__ import annotations
 
@@ -13,23 +15,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """Real TensorRT, not the stub-only namespace package ``tensorrt-stubs`` installs."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        return False, "tensorrt is not installed (pip install 'srgan-deploy[gpu]' on a machine with an NVIDIA GPU)"
-    except Exception as exc:  # noqa: BLE001 - a broken TensorRT install raises OSError/RuntimeError
-        return False, f"tensorrt fails to import: {exc}"
-    version = getattr(trt, "__version__", None)
-    if version is None or not hasattr(trt, "Builder"):
-        return (
-            False,
-            "only type stubs of tensorrt are installed (tensorrt-stubs); install tensorrt for the real library",
-        )
-    return True, f"tensorrt {version}"
 
 
 def gpu_info() -> dict[str, Any]:
@@ -51,7 +36,7 @@ def gpu_info() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     from srgan_deploy import __version__
-    from srgan_deploy.backends import availability
+    from srgan_deploy.backends.registry import availability
     from srgan_deploy.errors import SrganDeployError
     from srgan_deploy.weights import DEFAULT_MODEL, bundled_models, read_info
 
@@ -69,6 +54,8 @@ def collect() -> dict[str, Any]:
         "opencv-python-headless",
         "numpy",
         "tensorrt",
+        "tensorrt_rtx_cu13_bindings",
+        "openvino",
         "cuda-python",
         "cuda-bindings",
     ):

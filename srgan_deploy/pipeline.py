@@ -25,7 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
-from srgan_deploy.backends import Backend
+from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
 from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
 
@@ -149,7 +149,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def upscale_video(
     job: VideoJob,
-    backend: Backend,
+    backend: Backend[Any],
     on_progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = lambda m: None,
 ) -> VideoResult:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from srgan_deploy.backends import Backend
+from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import InputFileError, OutputError, OutputExistsError
 from srgan_deploy.images import IMAGE_SUFFIXES, list_images, read_image, write_image
 
@@ -54,7 +55,7 @@ def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix
     return jobs
 
 
-def upscale_image(backend: Backend, image: np.ndarray) -> np.ndarray:
+def upscale_image(backend: Backend[Any], image: np.ndarray) -> np.ndarray:
     """Upscale RGB, RGBA (alpha bicubic) or grey (model on replicated RGB, back to grey)."""
     import cv2
 
@@ -70,7 +71,9 @@ def upscale_image(backend: Backend, image: np.ndarray) -> np.ndarray:
 
 
 def upscale_files(
-    jobs: list[Job], backend: Backend, on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None
+    jobs: list[Job],
+    backend: Backend[Any],
+    on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None,
 ) -> None:
     for job in jobs:
         image = read_image(job.source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,3 +66,11 @@ def image_dir(tmp_path: Path) -> Path:
     cv2.imwrite(str(folder / "a.png"), smooth_image(37, 53)[:, :, ::-1])
     cv2.imwrite(str(folder / "b.jpg"), smooth_image(24, 32, 1)[:, :, ::-1])
     return folder
+
+
+def make_backend(name: str, weights: str | Path | None = None, **request: Any) -> Any:
+    """A not-yet-opened backend through the same registry path the CLI takes."""
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.registry import backend_for
+
+    return backend_for(name, Request(**request), weights)[0]

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from srgan_deploy.backends import BackendOptions, create
 from srgan_deploy.evaluate import evaluate
 from srgan_deploy.weights import DEFAULT_MODEL, read_info
-from tests.conftest import SHARED
+from tests.conftest import SHARED, make_backend
 
 SET5 = SHARED / "data" / "eval" / "set5"
 
@@ -33,7 +32,7 @@ def test_default_model_beats_bicubic_on_set5_images(tmp_path: Path) -> None:
     folder.mkdir()
     for name in ("baby.png", "bird.png"):
         shutil.copy(SET5 / name, folder / name)
-    with create("torch", BackendOptions(device="cpu"))[0] as backend:
+    with make_backend("torch", device="cpu") as backend:
         report = evaluate(folder, lambda img: backend.upscale(img[None])[0], 4)
     bicubic, model = report.mean("bicubic"), report.mean("model")
     assert bicubic.psnr == pytest.approx(30.99, abs=0.05)  # protocol check: MATLAB-style bicubic, Y, shave 4
@@ -65,8 +64,6 @@ def test_paper_size_model_beats_bicubic_on_a_set5_image(tmp_path: Path) -> None:
     folder = tmp_path / "set5"
     folder.mkdir()
     shutil.copy(SET5 / "bird.png", folder / "bird.png")
-    with create("onnxruntime", BackendOptions(weights="srgan-x4", device="cpu", cache_dir=tmp_path / "cache"))[
-        0
-    ] as backend:
+    with make_backend("onnxruntime", "srgan-x4", device="cpu", cache_dir=tmp_path / "cache") as backend:
         report = evaluate(folder, lambda img: backend.upscale(img[None])[0], 4)
     assert report.mean("model").psnr >= report.mean("bicubic").psnr + MIN_GAIN_DB

@@ -9,15 +9,17 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+from srgan_deploy.artifacts import ShapeProfile, parse_shape
 from srgan_deploy.cli import app
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, OutputError, WeightsError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, convert_core_to_fp16, measure_fp16, stress_images
 from srgan_deploy.export.onnx import export_onnx, read_metadata
 from srgan_deploy.export.run import ExportRequest, run_export
-from srgan_deploy.export.shapes import ShapeProfile, parse_shape
-from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, load_tensorrt, trt_major, write_engine
+from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, parse_targets, trt_major, write_engine
 from srgan_deploy.export.triton import config_text, parse_pbtxt
-from srgan_deploy.export.verify import make_input, torch_reference, verify_onnx
+from srgan_deploy.export.verify import torch_reference, verify_onnx
+from srgan_deploy.gpu.trt_runtime import flavour_status, import_flavour_module
+from srgan_deploy.images import make_input
 from srgan_deploy.metrics import psnr
 from srgan_deploy.weights import read_info
 
@@ -122,11 +124,11 @@ def test_profile_rules() -> None:
 def _spec(**kw: object) -> EngineSpec:
     base = dict(
         onnx_sha256="a" * 64,
+        flavour="tensorrt",
         tensorrt_version="10.13.0",
         gpu_name="NVIDIA H100",
-        compute_capability="9.0",
+        targets=("SM90",),
         precision="fp16",
-        strongly_typed=False,
         profile=ShapeProfile.parse(None, None, None),
         io="uint8",
         workspace_mib=4096,
@@ -141,12 +143,13 @@ def test_engine_cache_key_changes_with_every_setting() -> None:
         _spec(onnx_sha256="b" * 64).key,
         _spec(tensorrt_version="11.0.0").key,
         _spec(gpu_name="NVIDIA L4").key,
-        _spec(compute_capability="8.9").key,
+        _spec(targets=("SM89",)).key,
         _spec(precision="fp32").key,
         _spec(profile=ShapeProfile.static(1, 256, 256)).key,
-        _spec(strongly_typed=True).key,
+        _spec(flavour="tensorrt-rtx").key,
+        _spec(workspace_mib=1024).key,
     }
-    assert len(keys) == 8
+    assert len(keys) == 9
     assert _spec().key == _spec().key
 
 
@@ -174,14 +177,19 @@ def test_trt_version_parsing() -> None:
 def test_tensorrt_stubs_are_not_mistaken_for_tensorrt() -> None:
     import importlib.util
 
-    from srgan_deploy.info import tensorrt_status
-
-    ok, why = tensorrt_status()
+    ok, why = flavour_status("tensorrt")
     assert not ok
     if importlib.util.find_spec("tensorrt") is not None:
         assert "stubs" in why
     with pytest.raises(BackendUnavailableError, match="pip install"):
-        load_tensorrt()
+        import_flavour_module("tensorrt")
+
+
+def test_rtx_targets_are_parsed_and_checked() -> None:
+    assert parse_targets("86, 89,sm120,8.9") == ("SM86", "SM89", "SM120")
+    assert parse_targets(None) == ()
+    with pytest.raises(ConfigError, match="Hopper"):
+        parse_targets("90")
 
 
 def test_export_tensorrt_without_tensorrt_is_one_clear_line(tmp_path: Path, tiny_weights: Path) -> None:

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srgan_deploy.backends import BackendOptions
-from srgan_deploy.backends.torch_backend import TorchBackend
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB
 from srgan_deploy.metrics import psnr
-from tests.conftest import smooth_image
+from tests.conftest import make_backend, smooth_image
 
 torch = pytest.importorskip("torch")
 
@@ -31,9 +29,9 @@ def _has_cuda_python() -> bool:
 
 
 def _has_tensorrt() -> bool:
-    from srgan_deploy.info import tensorrt_status
+    from srgan_deploy.gpu.trt_runtime import flavour_status
 
-    return tensorrt_status()[0]
+    return flavour_status("tensorrt")[0]
 
 
 needs_pipeline = pytest.mark.skipif(
@@ -52,9 +50,9 @@ def frames_of(n: int, h: int, w: int) -> np.ndarray:
 @pytest.mark.parametrize("slots", [1, 2, 3])
 def test_torch_cuda_slot_pipeline_matches_cpu_in_order(tiny_weights: Path, slots: int) -> None:
     batches = [frames_of(2, 37, 53) + i for i in range(7)]
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as cpu:
+    with make_backend("torch", str(tiny_weights), device="cpu") as cpu:
         expected = [cpu.upscale(b) for b in batches]
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cuda", precision="fp32", slots=slots)) as gpu:
+    with make_backend("torch", str(tiny_weights), device="cuda", precision="fp32", slots=slots) as gpu:
         outputs = list(gpu.upscale_many(batches))
         assert gpu._pipeline is not None  # really went through the CUDA slots
     for out, ref in zip(outputs, expected, strict=True):
@@ -65,9 +63,9 @@ def test_torch_cuda_slot_pipeline_matches_cpu_in_order(tiny_weights: Path, slots
 @needs_pipeline
 def test_fp16_torch_cuda_within_budget(tiny_weights: Path) -> None:
     frames = frames_of(1, 64, 64)
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as cpu:
+    with make_backend("torch", str(tiny_weights), device="cpu") as cpu:
         ref = cpu.upscale(frames)
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cuda", precision="fp16")) as gpu:
+    with make_backend("torch", str(tiny_weights), device="cuda", precision="fp16") as gpu:
         out = gpu.upscale(frames)
     assert psnr(ref, out) >= FP16_BUDGET_DB
 
@@ -83,7 +81,7 @@ def test_two_slots_overlap_transfers(tmp_path: Path) -> None:
     batches = [frames_of(1, 270, 480)] * 24
 
     def fps(k: int) -> float:
-        with TorchBackend(BackendOptions(weights=str(path), device="cuda", slots=k)) as gpu:
+        with make_backend("torch", str(path), device="cuda", slots=k) as gpu:
             list(gpu.upscale_many(batches[:4]))
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -95,9 +93,8 @@ def test_two_slots_overlap_transfers(tmp_path: Path) -> None:
 
 @needs_trt
 def test_tensorrt_engine_matches_torch(tiny_weights: Path, tmp_path: Path) -> None:
-    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+    from srgan_deploy.artifacts import ShapeProfile
     from srgan_deploy.export.run import ExportRequest, run_export
-    from srgan_deploy.export.shapes import ShapeProfile
 
     profile = ShapeProfile((1, 16, 16), (1, 64, 64), (2, 128, 128))
     report = run_export(
@@ -107,9 +104,9 @@ def test_tensorrt_engine_matches_torch(tiny_weights: Path, tmp_path: Path) -> No
     )
     assert report.engine is not None and report.engine_built
     frames = frames_of(2, 37, 53)
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as cpu:
+    with make_backend("torch", str(tiny_weights), device="cpu") as cpu:
         ref = cpu.upscale(frames)
-    with TensorRTBackend(BackendOptions(weights=str(report.engine))) as trt_backend:
+    with make_backend("tensorrt", str(report.engine)) as trt_backend:
         out = trt_backend.upscale(frames)
         streamed = list(trt_backend.upscale_many([frames[:1], frames[1:]] * 3))
     assert psnr(ref, out) >= FP16_BUDGET_DB

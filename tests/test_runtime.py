@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from srgan_deploy.backends import BackendOptions, choose, create
-from srgan_deploy.backends.torch_backend import TorchBackend
+from srgan_deploy.backends.options import OrtOptions, Request
+from srgan_deploy.backends.registry import choose
+from srgan_deploy.backends.torch import TorchBackend
 from srgan_deploy.bench import BenchConfig, input_for_output, model_gflops, parse_size, run_bench
 from srgan_deploy.cli import app
 from srgan_deploy.config import ModelConfig
@@ -27,12 +28,12 @@ from srgan_deploy.errors import (
 from srgan_deploy.gpu.inflight import SlotPipeline
 from srgan_deploy.metrics import psnr
 from srgan_deploy.tiling import TilePlan, upscale_tiled
-from tests.conftest import smooth_image
+from tests.conftest import make_backend, smooth_image
 
 
 @pytest.fixture(scope="module")
 def torch_ref(tiny_weights: Path) -> TorchBackend:
-    backend = TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu"))
+    backend = make_backend("torch", str(tiny_weights), device="cpu")
     backend.open()
     return backend
 
@@ -47,9 +48,7 @@ def test_onnxruntime_matches_torch(
     tiny_weights: Path, cache_dir: Path, torch_ref: TorchBackend, shape: tuple[int, int, int]
 ) -> None:
     frames = frames_of(shape)
-    with create("onnxruntime", BackendOptions(weights=str(tiny_weights), cache_dir=cache_dir, device="cpu"))[
-        0
-    ] as ort_backend:
+    with make_backend("onnxruntime", str(tiny_weights), cache_dir=cache_dir, device="cpu") as ort_backend:
         out = ort_backend.upscale(frames)
         assert ort_backend.graph_rewrites == 5  # head + 2 blocks + 2 upsample PReLUs of the tiny model
     ref = torch_ref.upscale(frames)
@@ -62,7 +61,7 @@ def test_bicubic_backend_is_plain_resize(tiny_weights: Path) -> None:
     import cv2
 
     frame = frames_of((1, 10, 12))
-    with create("bicubic", BackendOptions(weights=str(tiny_weights)))[0] as backend:
+    with make_backend("bicubic", str(tiny_weights)) as backend:
         out = backend.upscale(frame)
     assert np.array_equal(out[0], cv2.resize(frame[0], (48, 40), interpolation=cv2.INTER_CUBIC))
 
@@ -113,9 +112,9 @@ def test_tile_smaller_than_twice_the_overlap_is_refused() -> None:
 
 def test_backend_tiles_automatically_with_tile_option(tiny_weights: Path) -> None:
     frames = frames_of((1, 50, 41))
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu", tile=30)) as tiled:
+    with make_backend("torch", str(tiny_weights), device="cpu", tile=30) as tiled:
         out = tiled.upscale(frames)
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as whole:
+    with make_backend("torch", str(tiny_weights), device="cpu") as whole:
         ref = whole.upscale(frames)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
 
@@ -124,41 +123,55 @@ def test_backend_tiles_automatically_with_tile_option(tiny_weights: Path) -> Non
 
 
 def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    import srgan_deploy.backends as backends
-    import srgan_deploy.backends.ort_backend as ort_backend
+    import srgan_deploy.backends.registry as registry
 
-    def fake(avail: dict[str, bool], ort_cuda: bool = False, cuda: bool = False) -> str:
-        monkeypatch.setattr(backends, "availability", lambda: {k: (v, "x") for k, v in avail.items()})
-        monkeypatch.setattr(ort_backend, "ort_has_cuda", lambda: ort_cuda)
-        monkeypatch.setattr(backends, "_cuda_available", lambda: cuda)
-        choice = choose("auto", BackendOptions())
-        return f"{choice.name}/{choice.options.device}"
+    def fake(avail: dict[str, bool], ort_cuda: bool = False, cuda: bool = False, gpu: str | None = None) -> str:
+        names = ("tensorrt", "tensorrt-rtx", "onnxruntime", "openvino", "torch", "bicubic")
+        table = {name: (avail.get(name, False), "x") for name in names}
+        monkeypatch.setattr(registry, "availability", lambda: table)
+        monkeypatch.setattr(registry, "ort_has_cuda", lambda: ort_cuda)
+        monkeypatch.setattr(registry, "torch_has_cuda", lambda: cuda)
+        monkeypatch.setattr(registry, "gpu_name", lambda: gpu)
+        monkeypatch.setattr(registry, "cpu_has_bf16", lambda: True)
+        choice = choose("auto", Request())
+        device = getattr(choice.options, "device", "cpu")
+        return (
+            f"{choice.name}/{'cuda' if isinstance(device, int) else device}/{getattr(choice.options, 'precision', '-')}"
+        )
 
-    everything = {"tensorrt": True, "onnxruntime": True, "torch": True, "bicubic": True}
-    assert fake(everything, True, True) == "tensorrt/cuda"
-    assert fake({**everything, "tensorrt": False}, True, True) == "onnxruntime/cuda"
-    assert fake({**everything, "tensorrt": False}, False, True) == "torch/cuda"
-    assert fake({**everything, "tensorrt": False}, False, False) == "onnxruntime/cpu"
-    assert fake({**everything, "tensorrt": False, "onnxruntime": False}) == "torch/cpu"
+    everything = {"tensorrt": True, "tensorrt-rtx": True, "onnxruntime": True, "openvino": True, "torch": True}
+    assert fake(everything, True, True, gpu="NVIDIA H100 80GB HBM3") == "tensorrt/cuda/fp16"
+    assert fake(everything, True, True, gpu="NVIDIA GeForce RTX 4090") == "tensorrt-rtx/cuda/fp16"
+    assert (
+        fake({**everything, "tensorrt-rtx": False}, True, True, gpu="NVIDIA GeForce RTX 4090") == "tensorrt/cuda/fp16"
+    )
+    no_trt = {**everything, "tensorrt": False, "tensorrt-rtx": False}
+    assert fake(no_trt, True, True) == "onnxruntime/cuda/fp16"
+    assert fake(no_trt, False, True) == "torch/cuda/fp16"
+    assert fake(no_trt, False, False) == "openvino/cpu/bf16"
+    assert fake({**no_trt, "openvino": False}) == "onnxruntime/cpu/fp32"
+    assert fake({**no_trt, "openvino": False, "onnxruntime": False}) == "torch/cpu/fp32"
     with pytest.raises(BackendUnavailableError):
-        fake({"tensorrt": False, "onnxruntime": False, "torch": False, "bicubic": True})
+        fake({"bicubic": True})
 
 
 def test_unknown_and_unavailable_backends() -> None:
     with pytest.raises(UnknownBackendError, match="unknown backend"):
-        choose("warp", BackendOptions())
+        choose("warp", Request())
     with pytest.raises(BackendUnavailableError, match="tensorrt"):
-        choose("tensorrt", BackendOptions())
+        choose("tensorrt", Request())
 
 
-def test_engine_file_from_another_model_is_refused(tmp_path: Path) -> None:
-    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+def test_engine_file_without_sidecar_is_refused(tmp_path: Path) -> None:
+    from srgan_deploy.artifacts import EngineArtifact
 
     plan = tmp_path / "other.plan"
     plan.write_bytes(b"x")
-    backend = TensorRTBackend(BackendOptions(weights=str(plan)))
-    with pytest.raises((EngineError, BackendUnavailableError)):
-        backend.open()
+    with pytest.raises(EngineError, match="sidecar"):
+        EngineArtifact.from_plan(plan)
+    plan.with_suffix(".json").write_text("{not json")
+    with pytest.raises(EngineError, match="not a valid engine sidecar"):
+        EngineArtifact.from_plan(plan)
 
 
 def test_bad_frames_are_refused(torch_ref: TorchBackend) -> None:
@@ -323,12 +336,12 @@ def test_zero_stride_batch_views_are_normalised() -> None:
 
 
 def test_huge_frames_are_tiled_automatically(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import srgan_deploy.backends.base as base
+    import srgan_deploy.backends.base as base  # the auto-tile limits are read there
 
     monkeypatch.setattr(base, "AUTO_TILE_PIXELS", 40 * 40)
     monkeypatch.setattr(base, "AUTO_TILE", 32)
     calls: list[tuple[int, ...]] = []
-    with TorchBackend(BackendOptions(weights=str(tiny_weights), device="cpu")) as backend:
+    with make_backend("torch", str(tiny_weights), device="cpu") as backend:
         inner = backend._infer
 
         def spy(frames: np.ndarray) -> np.ndarray:
@@ -346,13 +359,14 @@ def test_onnxruntime_execution_providers_follow_what_is_installed(
 ) -> None:
     import onnxruntime as ort
 
-    from srgan_deploy.backends.ort_backend import OnnxRuntimeBackend
+    from srgan_deploy.backends.ort import OnnxRuntimeBackend
 
     def providers(available: list[str], **options: object) -> list[object]:
         monkeypatch.setattr(ort, "get_available_providers", lambda: available)
-        return OnnxRuntimeBackend(BackendOptions(cache_dir=tmp_path, **options))._providers()  # type: ignore[arg-type]
+        backend = OnnxRuntimeBackend(OrtOptions(cache_dir=tmp_path, **options), lambda: None)  # type: ignore[arg-type, return-value]
+        return backend._providers()
 
-    assert providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert providers(["CPUExecutionProvider"], device="cpu") == ["CPUExecutionProvider"]
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert providers(gpu, device="cpu") == ["CPUExecutionProvider"]
     chosen = providers(gpu, device="cuda:1", precision="fp32")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from srgan_deploy.backends import BackendOptions, create
 from srgan_deploy.cli import app
 from srgan_deploy.errors import InputFileError, OutputExistsError, VideoError
 from srgan_deploy.metrics import psnr
 from srgan_deploy.pipeline import VideoJob, upscale_video
 from srgan_deploy.video import EncodeOptions
 from tests.clips import audio_duration, make_clip, read_video
+from tests.conftest import make_backend
 
 FAST = EncodeOptions(codec="libx264", crf=12, preset="ultrafast")
 
@@ -31,7 +31,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model() -> object:
     """The bundled default model on the torch CPU backend: a real upscaler, so content can be checked."""
-    backend, _ = create("torch", BackendOptions(device="cpu"))
+    backend = make_backend("torch", device="cpu")
     backend.open()
     yield backend
     backend.close()

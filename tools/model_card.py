@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from srgan_deploy.backends import BackendOptions, create
+from srgan_deploy.backends.options import Request
+from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.evaluate import evaluate
 from srgan_deploy.images import read_image, to_rgb
 from srgan_deploy.metrics import mod_crop
@@ -72,7 +73,7 @@ def main() -> None:
     info = read_info(args.weights)
     results = Path("benchmarks/results")
     results.mkdir(parents=True, exist_ok=True)
-    backend, _ = create("torch", BackendOptions(weights=args.weights, device="cpu"))
+    backend, _ = backend_for("torch", Request(device="cpu"), args.weights)
     table = ["| method | Set5 PSNR / SSIM | Set14 PSNR / SSIM |", "|---|---|---|"]
     measured = {}
     with backend:

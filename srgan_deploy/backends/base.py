@@ -1,63 +1,39 @@
-"""The backend protocol every runtime implements.
+"""The backend protocol every runtime implements, with a strict lifecycle.
 
-Frames are uint8 NHWC RGB batches in and out, so callers never care how a
-backend lays out memory or which precision it computes in. A backend has an
-explicit lifecycle (``open`` -> ``upscale``... -> ``close``, or a ``with`` block):
-heavy imports and device allocations happen in ``open``, never at import time.
+Frames are uint8 NHWC RGB batches in and out, so callers never care how a backend lays out
+memory or which precision it computes in. Lifecycle (Polygraphy's runner idea):
+``open`` -> ``upscale``... -> ``close``, or a ``with`` block. Heavy imports, artifact loading
+and device allocations happen in ``open``; ``upscale`` on a backend that is not open raises;
+everything ``open`` creates is declared in ``__init__`` and cleared again by ``close``, so a
+closed backend holds no engine, session or buffer (a test compares ``vars()`` before and after).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from srgan_deploy.errors import ConfigError, ShapeError
+from srgan_deploy.backends.options import AUTO_TILE, AUTO_TILE_PIXELS
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import BackendStateError, ShapeError
 
-PRECISIONS = ("auto", "fp32", "fp16")
-# Frames above this many input pixels are tiled even without --tile: a 12 MP photo would otherwise need
-# tens of GB for the activations at 2x and 4x resolution. The limit keeps 1080p input frames whole.
-AUTO_TILE_PIXELS = 1920 * 1088
-AUTO_TILE = 512
+O = TypeVar("O")  # noqa: E741 - the options dataclass of a backend
 
 
-@dataclass(frozen=True)
-class BackendOptions:
-    """Everything that selects and configures a backend; frozen so it can key caches."""
-
-    weights: str | Path | None = None
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16
-    tile: int | None = None  # LR tile edge; None = whole frames unless they exceed the backend's limit
-    threads: int | None = None  # CPU threads; None = all cores
-    slots: int = 2  # in-flight frames for the GPU stream pipelines
-    cache_dir: Path | None = None  # ONNX / engine cache; None = the user cache dir
-    max_shape: tuple[int, int] | None = None  # largest LR (height, width) a static-profile backend accepts
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
-        if self.tile is not None and self.tile < 8:
-            raise ConfigError(f"--tile {self.tile} is too small; use at least 8 (64+ is sensible)")
-        if self.slots < 1:
-            raise ConfigError("--slots must be at least 1")
-
-
-class Backend(ABC):
+class Backend(ABC, Generic[O]):
     """Base of the runtime backends. Subclasses implement ``_open``, ``_infer`` and ``_close``."""
 
     name: ClassVar[str]
 
-    def __init__(self, options: BackendOptions | None = None) -> None:
-        self.options = options or BackendOptions()
-        self.scale = 4
-        self.device_label = "cpu"
+    def __init__(self, options: O) -> None:
+        self.options = options
         self._is_open = False
+        self._model: ModelConfig | None = None  # set by _open from the artifact it loads
+        self.device_label = ""
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -65,18 +41,48 @@ class Backend(ABC):
     def availability(cls) -> tuple[bool, str]:
         """(usable here, reason) without opening anything heavy."""
 
-    def open(self) -> Backend:
-        if not self._is_open:
+    @property
+    def is_open(self) -> bool:
+        return self._is_open
+
+    def open(self) -> Backend[O]:
+        if self._is_open:
+            return self
+        try:
             self._open()
-            self._is_open = True
+        except BaseException:
+            self._reset()
+            raise
+        if self._model is None:
+            raise BackendStateError(f"backend '{self.name}' opened without learning its model config (a bug)")
+        self._is_open = True
         return self
 
     def close(self) -> None:
-        if self._is_open:
-            self._is_open = False
+        if not self._is_open:
+            return
+        try:
             self._close()
+        finally:
+            self._reset()
 
-    def __enter__(self) -> Backend:
+    def _reset(self) -> None:
+        """Back to the state ``__init__`` left: every attribute ``_open`` created is dropped."""
+        with_errors: list[BaseException] = []
+        try:
+            self._release()
+        except Exception as exc:  # noqa: BLE001 - re-raised after the state is reset
+            with_errors.append(exc)
+        self._is_open = False
+        self._model = None
+        self.device_label = ""
+        if with_errors:
+            raise with_errors[0]
+
+    def _release(self) -> None:
+        """Set the subclass's own open-state attributes back to their ``__init__`` values."""
+
+    def __enter__(self) -> Backend[O]:
         return self.open()
 
     def __exit__(
@@ -84,11 +90,30 @@ class Backend(ABC):
     ) -> None:
         self.close()
 
+    def _require_open(self) -> None:
+        if not self._is_open:
+            raise BackendStateError(f"backend '{self.name}' is not open; use it in a `with` block or call open() first")
+
+    # ------------------------------------------------------------ facts of the open model
+    @property
+    def model(self) -> ModelConfig:
+        self._require_open()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    @property
+    def overlap(self) -> int:
+        """Tile overlap in LR pixels: the receptive-field radius, so tiled output equals untiled output."""
+        return self.model.receptive_radius
+
     # ------------------------------------------------------------ inference
     def upscale(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, sH, sW, 3) uint8 RGB, tiling when needed."""
-        if not self._is_open:
-            self.open()
+        self._require_open()
         frames = check_frames(frames)
         tile = self._tile_size(frames.shape[1], frames.shape[2])
         if tile is None:
@@ -101,21 +126,16 @@ class Backend(ABC):
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale a stream of batches, results in order. GPU backends override this to keep
         several batches in flight; the default simply runs them one after another."""
+        self._require_open()
         for batch in batches:
             yield self.upscale(batch)
 
-    @property
-    def overlap(self) -> int:
-        return 8
-
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         """LR tile edge (or (height, width)) to use for a frame of this size, or None for whole frames."""
-        if self.options.tile is not None and (height > self.options.tile or width > self.options.tile):
-            return self.options.tile
-        limit = self.options.max_shape
-        if limit is not None and (height > limit[0] or width > limit[1]):
-            return min(limit)
-        if self.options.tile is None and height * width > AUTO_TILE_PIXELS:
+        tile: int | None = getattr(self.options, "tile", None)
+        if tile is not None and (height > tile or width > tile):
+            return tile
+        if tile is None and height * width > AUTO_TILE_PIXELS:
             return AUTO_TILE
         return None
 
@@ -125,8 +145,11 @@ class Backend(ABC):
     @abstractmethod
     def _infer(self, frames: np.ndarray) -> np.ndarray: ...
 
-    def _close(self) -> None:  # noqa: B027 - optional hook
-        pass
+    def _close(self) -> None:
+        """Free device/session resources; ``_release`` then drops the references."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device_label, "options": repr(self.options)}
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from srgan_deploy.backends.base import Backend
-from srgan_deploy.weights import read_info
+from srgan_deploy.backends.options import BicubicOptions
+from srgan_deploy.config import ModelConfig
 
 
-class BicubicBackend(Backend):
+class BicubicBackend(Backend[BicubicOptions]):
     name = "bicubic"
+
+    def __init__(self, options: BicubicOptions, load_scale: Callable[[], int]) -> None:
+        super().__init__(options)
+        self._load_scale = load_scale
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         return True, "OpenCV bicubic (no model; for comparison)"
 
     def _open(self) -> None:
-        self.scale = read_info(self.options.weights).config.scale
+        self._model = ModelConfig(scale=self._load_scale(), channels=1, blocks=0)
         self.device_label = "cpu"
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
@@ -25,7 +32,8 @@ class BicubicBackend(Backend):
     def _infer(self, frames: np.ndarray) -> np.ndarray:
         import cv2
 
-        out = np.empty((frames.shape[0], frames.shape[1] * self.scale, frames.shape[2] * self.scale, 3), np.uint8)
+        s = self.scale
+        out = np.empty((frames.shape[0], frames.shape[1] * s, frames.shape[2] * s, 3), np.uint8)
         for i, frame in enumerate(frames):
-            out[i] = cv2.resize(frame, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_CUBIC)
+            out[i] = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
         return out

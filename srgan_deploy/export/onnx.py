@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 IO_MODES = ("uint8", "float32")
 OPSET = 17
 # bump when the traced graph changes for the same weights, so cached ONNX files are re-exported
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3  # 3: uint8 only at the boundary Casts (TensorRT rejects uint8 Transpose)
 INPUT = "input"
 OUTPUT = "output"
 
@@ -49,9 +49,11 @@ def _uint8_wrapper(model: nn.Module) -> nn.Module:
             self.inner = inner
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.inner(x.permute(0, 3, 1, 2).to(torch.float32) / 255.0)
-            y = torch.round(y * 255.0).clamp(0.0, 255.0)
-            return y.to(torch.uint8).permute(0, 2, 3, 1)
+            # TensorRT takes uint8 only straight into or out of a Cast at the network boundary:
+            # cast first, then transpose; transpose first, then cast (NVIDIA/TensorRT#3985)
+            y = self.inner(x.to(torch.float32).permute(0, 3, 1, 2) / 255.0)
+            y = torch.round(y * 255.0).clamp(0.0, 255.0).permute(0, 2, 3, 1)
+            return y.to(torch.uint8)
 
     return Uint8IO(model)
 
@@ -136,13 +138,9 @@ def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    import onnx
+    from srgan_deploy.artifacts import read_onnx_metadata
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ExportError(f"{path} is not a readable ONNX model: {exc}") from exc
-    return {p.key: p.value for p in proto.metadata_props}
+    return read_onnx_metadata(path)
 
 
 def cached_onnx(weights: str | Path | None, cache_dir: Path, io: str = "uint8") -> Path:

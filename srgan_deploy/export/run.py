@@ -8,14 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.errors import ConfigError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
 from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
-from srgan_deploy.export.shapes import ShapeProfile
-from srgan_deploy.export.verify import Parity, check_parity, make_input, torch_reference, verify_onnx
+from srgan_deploy.export.verify import Parity, check_parity, torch_reference, verify_onnx
+from srgan_deploy.images import make_input
 from srgan_deploy.weights import read_info
 
-FORMATS = ("onnx", "tensorrt", "all")
+FORMATS = ("onnx", "tensorrt", "tensorrt-rtx", "all")
 Notify = Callable[[str], None]
 
 
@@ -31,11 +32,13 @@ class ExportRequest:
     triton_repo: Path | None = None
     engine_dir: Path | None = None
     workspace_mib: int = 4096
-    strongly_typed: bool | None = None
+    targets: tuple[str, ...] = ()  # TensorRT-RTX compute capabilities (--sm); () = this GPU or all RTX targets
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
-            raise ConfigError(f"unknown --format '{self.fmt}'; choose onnx, tensorrt or all")
+            raise ConfigError(f"unknown --format '{self.fmt}'; choose {', '.join(FORMATS)}")
+        if self.targets and self.fmt != "tensorrt-rtx":
+            raise ConfigError("--sm names TensorRT-RTX targets; use it with --format tensorrt-rtx")
         if self.io not in IO_MODES:
             raise ConfigError(f"unknown --io '{self.io}'; choose uint8 or float32")
         if self.precision not in ("fp16", "fp32"):
@@ -43,7 +46,12 @@ class ExportRequest:
 
     @property
     def wants_tensorrt(self) -> bool:
-        return self.fmt in ("tensorrt", "all")
+        return self.fmt in ("tensorrt", "tensorrt-rtx", "all")
+
+    @property
+    def flavour(self) -> str:
+        """all = onnx + the TensorRT engine for this GPU."""
+        return "tensorrt-rtx" if self.fmt == "tensorrt-rtx" else "tensorrt"
 
 
 @dataclass
@@ -66,15 +74,21 @@ def _check_writable(folder: Path) -> None:
         raise OutputError(f"output folder {folder} is not writable; choose another -o")
 
 
-def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precision: str) -> list[Parity]:
+def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precision: str, flavour: str) -> list[Parity]:
     """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile; FP16 must reach the PSNR budget."""
-    from srgan_deploy.backends import BackendOptions
-    from srgan_deploy.backends.tensorrt_backend import TensorRTBackend
+    from srgan_deploy.artifacts import EngineArtifact
+    from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
+    from srgan_deploy.backends.trt import TensorRTBackend, TensorRTRtxBackend
 
     lo, hi = profile.min, profile.max
     shapes = [lo, (hi[0], min(hi[1], max(lo[1], 37)), min(hi[2], max(lo[2], 53)))]
     results: list[Parity] = []
-    with TensorRTBackend(BackendOptions(weights=str(plan), precision=precision)) as engine:
+    backend = (
+        TensorRTRtxBackend(TensorRTRtxOptions(precision=precision), lambda: EngineArtifact.from_plan(plan))
+        if flavour == "tensorrt-rtx"
+        else TensorRTBackend(TensorRTOptions(precision=precision), lambda: EngineArtifact.from_plan(plan))
+    )
+    with backend as engine:
         run = engine.upscale
         if precision == "fp32":
             return check_parity(run, torch_reference(weights, "uint8"), "uint8", shapes, what="TensorRT engine")
@@ -101,9 +115,13 @@ def run_export(
 
     info = read_info(request.weights)  # fails early on a bad weights file
     if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import load_tensorrt
+        from srgan_deploy.export.tensorrt import Flavour
 
-        load_tensorrt()  # fails early, before any work, when TensorRT is missing
+        flavour_check = Flavour.load(request.flavour)  # fails early, before any work, when the module is missing
+        if not request.targets:
+            flavour_check.default_targets()  # ... or when full TensorRT has no GPU to build for
+        if request.io != "uint8":
+            raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
     _check_writable(request.out_dir)
     report = ExportReport()
     name = info.name
@@ -115,10 +133,8 @@ def run_export(
         for parity in report.onnx_parity:
             notify(f"  onnxruntime vs PyTorch {parity.line()}")
     if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import BuildOptions, get_engine
+        from srgan_deploy.export.tensorrt import BuildOptions, can_deserialize, get_engine
 
-        if request.io != "uint8":
-            raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
         if request.precision == "fp16":
             report.fp16 = measure_fp16(info.path, {**stress_images(), "natural": make_input((1, 64, 64), 7)[0]})
             worst = min(report.fp16.psnr, key=lambda k: report.fp16.psnr[k] if report.fp16 else 0.0)
@@ -129,35 +145,48 @@ def run_export(
             )
         engine_dir = request.engine_dir or cache_dir() / "engines"
         options = BuildOptions(
-            workspace_mib=request.workspace_mib,
-            strongly_typed=request.strongly_typed,
-            on_progress=on_progress,
-            notify=notify,
+            workspace_mib=request.workspace_mib, targets=request.targets, on_progress=on_progress, notify=notify
         )
+        flavour = request.flavour
         plan, spec, built = get_engine(
-            onnx_path, engine_dir, request.precision, request.profile, "uint8", options, name=name
+            onnx_path, engine_dir, request.precision, request.profile, "uint8", options, name=name, flavour=flavour
         )
         report.engine_built = built
         if not built:
-            notify(f"TensorRT engine taken from the cache: {plan}")
-        target = request.out_dir / f"{name}-{request.precision}.plan"
-        shutil.copyfile(plan, target)
-        shutil.copyfile(plan.with_suffix(".json"), target.with_suffix(".json"))
+            notify(f"{flavour} engine taken from the cache: {plan}")
+        kind = "rtx-" if flavour == "tensorrt-rtx" else ""
+        target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
+        for src, dst in ((plan, target), (plan.with_suffix(".json"), target.with_suffix(".json"))):
+            tmp = dst.with_name(f".{dst.name}.partial")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
         report.engine = target
+        where = ", ".join(s[2:] for s in spec.targets)
         notify(
-            f"TensorRT engine written: {target} (TensorRT {spec.tensorrt_version}, {spec.gpu_name}, profile {spec.profile.to_list()})"
+            f"{flavour} engine written: {target} ({flavour} {spec.tensorrt_version}, {spec.gpu_name}, "
+            f"sm {where}, profile {spec.profile.to_list()}, {target.stat().st_size / 1e6:.1f} MB)"
         )
         if request.verify:
-            report.engine_parity = verify_engine(target, str(info.path), request.profile, request.precision)
-            for parity in report.engine_parity:
-                notify(f"  TensorRT vs PyTorch {parity.line()}")
+            from srgan_deploy.export.tensorrt import Flavour
+
+            if can_deserialize(Flavour.load(flavour), target) is None:
+                notify(
+                    "  engine not executed: no CUDA GPU here. Checked: NVIDIA's parser and builder accepted the graph; "
+                    "parity is checked on first use on a GPU with srgan-deploy bench"
+                )
+            else:
+                report.engine_parity = verify_engine(
+                    target, str(info.path), request.profile, request.precision, flavour
+                )
+                for parity in report.engine_parity:
+                    notify(f"  {flavour} vs PyTorch {parity.line()}")
     if request.triton_repo is not None:
         from srgan_deploy.export.triton import write_model
 
         report.triton.append(
             write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None)
         )
-        if report.engine is not None:
+        if report.engine is not None and request.flavour == "tensorrt":  # Triton's tensorrt_plan is full TensorRT
             report.triton.append(
                 write_model(
                     request.triton_repo, name.replace("-", "_"), "tensorrt", report.engine, "uint8", request.profile

@@ -1,15 +1,20 @@
-"""ONNX -> serialized FP16 TensorRT engine, with a cache keyed by everything that changes the engine.
+"""ONNX -> serialized TensorRT plan, one builder for TensorRT 10, TensorRT 11 and TensorRT-RTX.
 
-TensorRT 10: a weakly typed network with ``BuilderFlag.FP16`` (TensorRT picks
-per-layer precision). TensorRT >= 11 only builds strongly typed networks, so the
-ONNX is converted to float16 first (``export.fp16``; I/O and pre/post-processing
-stay uint8/float32) and the network is created STRONGLY_TYPED; that path can be
-forced on TensorRT 10 too.
+Every build is strongly typed: the precision comes from the graph, not from a builder
+flag. For fp16 the ONNX is converted first (``export.fp16``: the network body in float16,
+the uint8<->float pre/post-processing in float32). That is the only way TensorRT 11 and
+RTX build fp16 at all, and on TensorRT 10 it keeps the pre/post-processing in float32,
+which weak typing with ``BuilderFlag.FP16`` does not promise.
 
-Cache: key = sha256 of (onnx sha256, TensorRT version, GPU name, compute
-capability, precision, typing, profile shapes, workspace). A JSON sidecar
-records the key's inputs; a mismatching, modified or undeserializable engine is
-rebuilt with a message saying why.
+What differs between the three flavours lives in ``Flavour`` and nowhere else:
+- which Python module to import (``tensorrt``; ``tensorrt_rtx`` or its bindings module);
+- what the engine is built for: TensorRT builds for the GPU it runs on, RTX builds ahead of
+  time for the compute capabilities it is told (so it needs no GPU at all);
+- the strongly-typed creation flag, which RTX and TensorRT 11 imply and TensorRT 10 needs.
+
+Cache: key = sha256 of (onnx sha256, flavour + version, targets, precision, profile,
+workspace). A JSON sidecar records the key's inputs; a mismatching, modified or
+undeserializable engine is rebuilt with a message saying why.
 """
 
 from __future__ import annotations
@@ -17,35 +22,25 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from srgan_deploy.artifacts import FLAVOURS, ShapeProfile, read_onnx_metadata
+from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
-from srgan_deploy.export.shapes import ShapeProfile
+from srgan_deploy.gpu.trt_runtime import import_flavour_module, make_logger
 from srgan_deploy.weights import file_sha256
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 PRECISIONS = ("fp16", "fp32")
+# RTX's ahead-of-time targets (TensorRT-RTX 1.x: Turing to Blackwell consumer/workstation parts, no Hopper)
+RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
 Notify = Callable[[str], None]
-
-
-def load_tensorrt() -> Any:
-    """Import the real TensorRT, telling it apart from the stub-only package tensorrt-stubs installs."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: on a machine with an NVIDIA GPU run pip install 'srgan-deploy[gpu]' (tensorrt, cuda-python)"
-        ) from exc
-    if getattr(tensorrt, "__version__", None) is None or not hasattr(tensorrt, "Builder"):
-        raise BackendUnavailableError(
-            "only TensorRT type stubs are installed (tensorrt-stubs); install the real library: pip install tensorrt"
-        )
-    return tensorrt
 
 
 def trt_major(version: str) -> int:
@@ -55,16 +50,97 @@ def trt_major(version: str) -> int:
         raise EngineError(f"cannot parse TensorRT version '{version}'") from exc
 
 
+def parse_targets(text: str | None) -> tuple[str, ...]:
+    """``--sm 86,89,120`` -> ("SM86", "SM89", "SM120"); checked against what RTX can target."""
+    if text is None or not text.strip():
+        return ()
+    targets: list[str] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        name = part.upper().replace(".", "")
+        name = name if name.startswith("SM") else f"SM{name}"
+        if name not in RTX_TARGETS:
+            raise ConfigError(
+                f"--sm {part}: TensorRT-RTX cannot target it; choose from {', '.join(t[2:] for t in RTX_TARGETS)} "
+                "(Hopper/datacenter GPUs use --format tensorrt)"
+            )
+        if name not in targets:
+            targets.append(name)
+    return tuple(targets)
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The one place where TensorRT 10, TensorRT 11 and TensorRT-RTX differ for building."""
+
+    name: str  # "tensorrt" | "tensorrt-rtx"
+    module: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def load(cls, name: str) -> Flavour:
+        return cls(name, import_flavour_module(name))
+
+    @property
+    def version(self) -> str:
+        return str(self.module.__version__)
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.name == "tensorrt-rtx"
+
+    def network_flags(self) -> int:
+        # RTX and TensorRT >= 11 build strongly typed networks only (the flag is implied, and accepted);
+        # TensorRT 10 needs it asked for, or it would pick per-layer precisions itself
+        flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        return 1 << int(flag) if flag is not None else 0
+
+    def set_targets(self, config: Any, targets: tuple[str, ...]) -> None:
+        """RTX: the compute capabilities to build for (ahead of time, no GPU needed). TensorRT: the current GPU."""
+        if not self.is_rtx:
+            return
+        cc = self.module.ComputeCapability
+        config.num_compute_capabilities = len(targets)
+        for i, target in enumerate(targets):
+            config.set_compute_capability(getattr(cc, target), i)
+
+    def default_targets(self) -> tuple[str, ...]:
+        """What to build for when the user names nothing: this GPU, or (RTX without a GPU) every RTX target."""
+        from srgan_deploy.gpu.cuda_rt import device_count, device_properties
+
+        gpu_cc: str | None = None
+        try:
+            if device_count() > 0:
+                gpu_cc = device_properties(0).compute_capability
+        except (BackendUnavailableError, EngineError):
+            gpu_cc = None
+        if not self.is_rtx:
+            if gpu_cc is None:
+                raise BackendUnavailableError(
+                    "TensorRT builds for the GPU it runs on and no CUDA GPU is visible; "
+                    "use --format tensorrt-rtx --sm ... to build ahead of time without a GPU"
+                )
+            return (f"SM{gpu_cc.replace('.', '')}",)
+        if gpu_cc is not None:
+            sm = f"SM{gpu_cc.replace('.', '')}"
+            if sm not in RTX_TARGETS:
+                raise BackendUnavailableError(
+                    f"this GPU ({sm}) is not a TensorRT-RTX target; use --format tensorrt (Hopper/datacenter GPUs)"
+                )
+            return (sm,)
+        return RTX_TARGETS
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """Every input that changes the built engine; its hash names the cached file."""
 
     onnx_sha256: str
+    flavour: str
     tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
+    gpu_name: str  # the build GPU for TensorRT; "ahead-of-time" for RTX
+    targets: tuple[str, ...]  # compute capabilities the plan runs on
     precision: str
-    strongly_typed: bool
     profile: ShapeProfile
     io: str
     workspace_mib: int
@@ -72,10 +148,13 @@ class EngineSpec:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision '{self.precision}'; choose fp16 or fp32")
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(f"unknown TensorRT flavour '{self.flavour}'; choose one of {', '.join(FLAVOURS)}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["profile"] = self.profile.to_list()
+        data["targets"] = list(self.targets)
         return data
 
     @property
@@ -91,7 +170,8 @@ class EnginePaths:
 
     @classmethod
     def for_spec(cls, engine_dir: Path, spec: EngineSpec, name: str = "srgan") -> EnginePaths:
-        stem = f"{name}-{spec.precision}-{spec.key}"
+        kind = "rtx-" if spec.flavour == "tensorrt-rtx" else ""
+        stem = f"{name}-{kind}{spec.precision}-{spec.key}"
         return cls(engine_dir / f"{stem}.plan", engine_dir / f"{stem}.json", engine_dir / f"{stem}.build.log")
 
 
@@ -118,6 +198,7 @@ def cache_status(paths: EnginePaths, spec: EngineSpec) -> tuple[bool, str]:
 
 
 def write_engine(paths: EnginePaths, spec: EngineSpec, plan: bytes, extra: dict[str, Any] | None = None) -> None:
+    """Plan then sidecar, each written to a temporary name and renamed: a crash never leaves a half plan."""
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.plan.with_name(paths.plan.name + ".partial")
     tmp.write_bytes(plan)
@@ -128,41 +209,20 @@ def write_engine(paths: EnginePaths, spec: EngineSpec, plan: bytes, extra: dict[
         "plan_sha256": hashlib.sha256(plan).hexdigest(),
         **(extra or {}),
     }
-    paths.sidecar.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    tmp_side = paths.sidecar.with_name(paths.sidecar.name + ".partial")
+    tmp_side.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    tmp_side.replace(paths.sidecar)
 
 
-# --------------------------------------------------------------------------- TensorRT glue
+# --------------------------------------------------------------------------- logging and progress
 
 
-@dataclass
-class BuildOptions:
-    workspace_mib: int = 4096
-    timing_cache: Path | None = None
-    strongly_typed: bool | None = None  # None: TensorRT >= 11 yes, TensorRT 10 no
-    on_progress: Callable[[str, int, int], None] | None = None  # (phase, step, total)
-    notify: Notify = field(default=lambda msg: None)
-
-
-def _make_logger(trt_mod: Any) -> Any:
-    class CapturingLogger(trt_mod.ILogger):  # type: ignore[misc, name-defined]
-        """Keeps every message so a failed build's log can be saved for the user."""
-
-        def __init__(self) -> None:
-            trt_mod.ILogger.__init__(self)
-            self.lines: list[str] = []
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            self.lines.append(f"[{getattr(severity, 'name', severity)}] {msg}")
-
-    return CapturingLogger()
-
-
-def _make_progress_monitor(trt_mod: Any, on_progress: Callable[[str, int, int], None]) -> Any:
-    class Monitor(trt_mod.IProgressMonitor):  # type: ignore[misc, name-defined]
+def _make_progress_monitor(module: Any, on_progress: Callable[[str, int, int], None]) -> Any:
+    class Monitor(module.IProgressMonitor):  # type: ignore[misc, name-defined]
         """Forwards TensorRT's build phases to a progress callback (called from builder threads)."""
 
         def __init__(self) -> None:
-            trt_mod.IProgressMonitor.__init__(self)
+            module.IProgressMonitor.__init__(self)
             self._lock = threading.Lock()
             self._totals: dict[str, int] = {}
 
@@ -184,76 +244,106 @@ def _make_progress_monitor(trt_mod: Any, on_progress: Callable[[str, int, int], 
     return Monitor()
 
 
-def build_serialized(onnx_path: Path, spec: EngineSpec, options: BuildOptions, log_path: Path) -> bytes:
-    """Parse the ONNX and build the engine; on failure save TensorRT's log to ``log_path``."""
-    trt_mod = load_tensorrt()
-    logger = _make_logger(trt_mod)
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildOptions:
+    workspace_mib: int = 4096
+    timing_cache: Path | None = None
+    targets: tuple[str, ...] = ()  # RTX compute capabilities; () = default_targets()
+    on_progress: Callable[[str, int, int], None] | None = None  # (phase, step, total)
+    notify: Notify = field(default=lambda msg: None)
+
+
+@dataclass(frozen=True)
+class NetworkIO:
+    """Name, dtype and dims of one network input/output, as TensorRT's parser produced them."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    plan: bytes
+    inputs: tuple[NetworkIO, ...]
+    outputs: tuple[NetworkIO, ...]
+    seconds: float
+
+
+def _io(tensor: Any) -> NetworkIO:
+    dtype = getattr(tensor.dtype, "name", str(tensor.dtype))
+    return NetworkIO(str(tensor.name), str(dtype), tuple(int(d) for d in tensor.shape))
+
+
+def build_serialized(
+    flavour: Flavour, onnx_path: Path, spec: EngineSpec, options: BuildOptions, log_path: Path
+) -> BuildResult:
+    """Parse the ONNX and build the plan; on failure the parser's/builder's own words are in the error
+    and the log is saved to ``log_path``."""
+    module = flavour.module
+    logger = make_logger(module)
+    started = time.perf_counter()
 
     def fail(message: str) -> EngineError:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("\n".join(logger.lines) + "\n")
-        return EngineError(f"{message}; TensorRT log saved to {log_path}")
+        said = f" (TensorRT: {logger.errors[-1]})" if logger.errors else ""
+        return EngineError(f"{message}{said}; full log saved to {log_path}")
 
-    builder: trt.Builder = trt_mod.Builder(logger)
-    flags = 1 << int(trt_mod.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if spec.strongly_typed else 0
-    network: trt.INetworkDefinition = builder.create_network(flags)
-    parser: trt.OnnxParser = trt_mod.OnnxParser(network, logger)
+    builder: trt.Builder = module.Builder(logger)
+    network: trt.INetworkDefinition = builder.create_network(flavour.network_flags())
+    parser: trt.OnnxParser = module.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise fail(f"TensorRT could not parse {onnx_path.name}: {errors}")
+        raise fail(f"TensorRT {flavour.name} {flavour.version} could not parse {onnx_path.name}: {errors}")
+    inputs = tuple(_io(network.get_input(i)) for i in range(network.num_inputs))
+    outputs = tuple(_io(network.get_output(i)) for i in range(network.num_outputs))
     config: trt.IBuilderConfig = builder.create_builder_config()
-    config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
-    if spec.precision == "fp16" and not spec.strongly_typed:
-        config.set_flag(trt_mod.BuilderFlag.FP16)
+    config.set_memory_pool_limit(module.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
+    flavour.set_targets(config, spec.targets)
     profile: trt.IOptimizationProfile = builder.create_optimization_profile()
     lo, opt, hi = spec.profile.tensor_shapes(spec.io)
-    input_name = network.get_input(0).name
-    profile.set_shape(input_name, trt_mod.Dims(list(lo)), trt_mod.Dims(list(opt)), trt_mod.Dims(list(hi)))
+    profile.set_shape(inputs[0].name, module.Dims(list(lo)), module.Dims(list(opt)), module.Dims(list(hi)))
     config.add_optimization_profile(profile)
     cache: trt.ITimingCache | None = None
-    if options.timing_cache is not None:
+    if options.timing_cache is not None and not flavour.is_rtx:  # RTX has no tactic timing to cache
         data = options.timing_cache.read_bytes() if options.timing_cache.exists() else b""
         cache = config.create_timing_cache(data)
         config.set_timing_cache(cache, False)
     monitor = None
     if options.on_progress is not None:
-        monitor = _make_progress_monitor(trt_mod, options.on_progress)
+        monitor = _make_progress_monitor(module, options.on_progress)
         config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise fail("TensorRT failed to build the engine")
+        raise fail(f"TensorRT {flavour.name} {flavour.version} failed to build the engine")
     if cache is not None and options.timing_cache is not None:
         options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         options.timing_cache.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     del monitor
-    return bytes(memoryview(serialized))
-
-
-def deserialize(plan: bytes) -> Any:
-    """ICudaEngine or None (version/GPU mismatch makes TensorRT return None)."""
-    trt_mod = load_tensorrt()
-    logger = _make_logger(trt_mod)
-    runtime: trt.Runtime = trt_mod.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(plan)
-    return engine, runtime, logger
+    return BuildResult(bytes(memoryview(serialized)), inputs, outputs, time.perf_counter() - started)
 
 
 def make_spec(
-    onnx_path: Path, precision: str, profile: ShapeProfile, io: str, options: BuildOptions, device: int = 0
+    flavour: Flavour, onnx_path: Path, precision: str, profile: ShapeProfile, io: str, options: BuildOptions
 ) -> EngineSpec:
-    from srgan_deploy.gpu.cuda_rt import device_properties
+    targets = options.targets or flavour.default_targets()
+    if flavour.is_rtx:
+        gpu_name = "ahead-of-time"
+    else:
+        from srgan_deploy.gpu.cuda_rt import device_properties
 
-    trt_mod = load_tensorrt()
-    version = str(trt_mod.__version__)
-    strongly = options.strongly_typed if options.strongly_typed is not None else trt_major(version) >= 11
-    gpu = device_properties(device)
+        gpu_name = device_properties(0).name
     return EngineSpec(
         onnx_sha256=file_sha256(onnx_path),
-        tensorrt_version=version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
+        flavour=flavour.name,
+        tensorrt_version=flavour.version,
+        gpu_name=gpu_name,
+        targets=targets,
         precision=precision,
-        strongly_typed=strongly,
         profile=profile,
         io=io,
         workspace_mib=options.workspace_mib,
@@ -261,8 +351,8 @@ def make_spec(
 
 
 def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
-    """The ONNX TensorRT parses: float16-core for strongly typed FP16, else the original."""
-    if spec.precision == "fp16" and spec.strongly_typed:
+    """The ONNX TensorRT parses: the fp16-core graph for fp16 (strongly typed), else the original."""
+    if spec.precision == "fp16":
         from srgan_deploy.export.fp16 import write_fp16_onnx
 
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -273,6 +363,20 @@ def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
     return onnx_path
 
 
+def can_deserialize(flavour: Flavour, plan: Path) -> bool | None:
+    """True/False where a GPU can tell; None where it cannot (an RTX build machine without a driver)."""
+    from srgan_deploy.gpu.cuda_rt import device_count
+
+    try:
+        if device_count() == 0:
+            return None
+    except (BackendUnavailableError, EngineError):
+        return None
+    logger = make_logger(flavour.module)
+    runtime = flavour.module.Runtime(logger)
+    return runtime.deserialize_cuda_engine(plan.read_bytes()) is not None
+
+
 def get_engine(
     onnx_path: Path,
     engine_dir: Path,
@@ -281,33 +385,35 @@ def get_engine(
     io: str = "uint8",
     options: BuildOptions | None = None,
     name: str = "srgan",
+    flavour: str = "tensorrt",
 ) -> tuple[Path, EngineSpec, bool]:
     """The engine plan for these settings: from the cache when valid, else built now. Returns (plan, spec, built)."""
     options = options or BuildOptions()
     profile = profile or ShapeProfile.parse(None, None, None)
-    spec = make_spec(onnx_path, precision, profile, io, options)
+    flav = Flavour.load(flavour)
+    spec = make_spec(flav, onnx_path, precision, profile, io, options)
     paths = EnginePaths.for_spec(engine_dir, spec, name)
     usable, reason = cache_status(paths, spec)
     if usable:
-        engine, _, _ = deserialize(paths.plan.read_bytes())
-        if engine is not None:
+        if can_deserialize(flav, paths.plan) is not False:
             return paths.plan, spec, False
         reason = f"{paths.plan.name} could not be deserialized by TensorRT {spec.tensorrt_version}"
-    options.notify(f"building TensorRT engine: {reason}")
-    if options.timing_cache is None:
+    options.notify(f"building {flavour} engine for {', '.join(spec.targets)}: {reason}")
+    if options.timing_cache is None and not flav.is_rtx:
         options.timing_cache = engine_dir / f"timing-{spec.gpu_name.replace(' ', '_')}-{spec.tensorrt_version}.cache"
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
-    plan = build_serialized(source, spec, options, paths.log)
-    from srgan_deploy.config import ModelConfig
-    from srgan_deploy.export.onnx import read_metadata
-
-    meta = read_metadata(onnx_path)
+    result = build_serialized(flav, source, spec, options, paths.log)
+    meta = read_onnx_metadata(onnx_path)
     config = ModelConfig.from_json(meta.get("srgan_deploy.config", "{}"))
     extra = {
         "onnx": str(onnx_path),
         "source_onnx": str(source),
         "scale": config.scale,
+        "model": json.loads(config.to_json()),
         "receptive_radius": config.receptive_radius,
+        "build_seconds": round(result.seconds, 2),
+        "inputs": [asdict(t) for t in result.inputs],
+        "outputs": [asdict(t) for t in result.outputs],
     }
-    write_engine(paths, spec, plan, extra)
+    write_engine(paths, spec, result.plan, extra)
     return paths.plan, spec, True

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.errors import OutputError
-from srgan_deploy.export.shapes import ShapeProfile
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from srgan_deploy.errors import ParityError
+from srgan_deploy.images import make_input
 from srgan_deploy.metrics import psnr
 
 FLOAT_TOLERANCE = 1e-4
@@ -39,20 +40,6 @@ def compare(reference: np.ndarray, output: np.ndarray, shape: tuple[int, int, in
     return Parity(
         shape, float(diff.max()), min(psnr(reference, output, peak), 99.0), float(np.mean(diff <= one + 1e-9))
     )
-
-
-def make_input(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    """A deterministic uint8 NHWC batch with smooth regions, edges and noise (like real frames)."""
-    b, h, w = shape
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    frames = []
-    for i in range(b):
-        base = np.stack([np.sin(xx / (3 + i + c) + c) * np.cos(yy / (4 + c)) for c in range(3)], axis=2)
-        edges = ((xx > w / 2) ^ (yy > h / 3))[..., None] * 0.3
-        noise = rng.normal(0, 0.08, (h, w, 3))
-        frames.append(np.clip((0.35 * base + 0.35 + edges + noise) * 255, 0, 255))
-    return np.stack(frames).astype(np.uint8)
 
 
 def check_parity(

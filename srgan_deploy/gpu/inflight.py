@@ -130,11 +130,9 @@ class TensorRTCompute:
     """A TensorRT execution context bound to one slot; CUDA-graph replay for repeated shapes."""
 
     def __init__(
-        self, engine: Any, input_name: str, output_name: str, use_graphs: bool, notify: Callable[[str], None]
+        self, context: Any, input_name: str, output_name: str, use_graphs: bool, notify: Callable[[str], None]
     ) -> None:
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.context = context  # made by the backend: how differs between TensorRT and TensorRT-RTX
         self.input_name = input_name
         self.output_name = output_name
         self.use_graphs = use_graphs

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_deploy.config import ModelConfig
-from srgan_deploy.errors import ConfigError
+from srgan_deploy.errors import ConfigError, InputFileError
 from srgan_deploy.train.data import DegradationConfig
 
 PHASES = ("srresnet", "srgan")
@@ -78,3 +78,31 @@ class TrainConfig:
 
 def field_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+def config_from_options(
+    data: Path,
+    out: Path,
+    model: dict[str, int | None],
+    degradation: dict[str, Any],
+    lr_milestones: str | None,
+    **options: Any,
+) -> TrainConfig:
+    """A TrainConfig from command-line options where None means "the dataclass default".
+
+    Why here and not in the CLI: the defaults then live in one place, the dataclasses."""
+    if not data.is_dir():
+        raise InputFileError(f"--data {data} is not a folder")
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    model_args = {k: v for k, v in model.items() if v is not None}
+    if model_args:
+        kwargs["model"] = ModelConfig(**model_args)
+    degradation_args = {k: v for k, v in degradation.items() if v is not None}
+    if degradation_args:
+        kwargs["degradation"] = DegradationConfig(**degradation_args)
+    if lr_milestones is not None:
+        try:
+            kwargs["lr_milestones"] = tuple(int(x) for x in lr_milestones.split(",") if x.strip())
+        except ValueError as exc:
+            raise ConfigError(f"--lr-milestones must be comma-separated integers, got '{lr_milestones}'") from exc
+    return TrainConfig(data=data, out=out, **kwargs)

@@ -7,14 +7,16 @@ the graph (fused by ORT) and never on the Python side.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from srgan_deploy.artifacts import OnnxModel
 from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, ExportError, ShapeError
+from srgan_deploy.sources import OnnxLoader
 
 
 def ort_has_cuda() -> bool:
@@ -33,8 +35,17 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(Backend[OrtOptions]):
     name = "onnxruntime"
+
+    def __init__(self, options: OrtOptions, load: OnnxLoader) -> None:
+        super().__init__(options)
+        self._load = load
+        self.session: Any = None
+        self.providers: list[Any] = []
+        self.graph_rewrites = 0
+        self.on_gpu = False
+        self.onnx: OnnxModel | None = None
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -45,23 +56,12 @@ class OnnxRuntimeBackend(Backend):
         providers = [p.replace("ExecutionProvider", "") for p in ort.get_available_providers()]
         return True, f"onnxruntime {ort.__version__} ({', '.join(providers)})"
 
-    def _model_path(self) -> Path:
-        from srgan_deploy.export.onnx import cached_onnx
-
-        weights = self.options.weights
-        if weights is not None and str(weights).endswith(".onnx"):
-            path = Path(weights)
-            if not path.is_file():
-                raise ExportError(f"ONNX file not found: {path}")
-            return path
-        return cached_onnx(weights, cache_dir(self.options.cache_dir), io="uint8")
-
     def _providers(self) -> list[Any]:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         device = self.options.device
-        if device == "cpu" or (device == "auto" and "CUDAExecutionProvider" not in available):
+        if device == "cpu":
             return ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" not in available:
             raise BackendUnavailableError(
@@ -77,7 +77,7 @@ class OnnxRuntimeBackend(Backend):
                     "TensorrtExecutionProvider",
                     {
                         "device_id": index,
-                        "trt_fp16_enable": self.options.precision != "fp32",
+                        "trt_fp16_enable": self.options.precision == "fp16",
                         "trt_engine_cache_enable": True,
                         "trt_engine_cache_path": str(cache_dir(self.options.cache_dir) / "ort-tensorrt"),
                     },
@@ -88,13 +88,8 @@ class OnnxRuntimeBackend(Backend):
     def _open(self) -> None:
         import onnxruntime as ort
 
-        from srgan_deploy.export.onnx import onnx_input_is_uint8, read_metadata
-
-        path = self._model_path()
-        meta = read_metadata(path)
-        if not onnx_input_is_uint8(path):
-            raise ExportError(f"{path} has float32 I/O; the runtime needs a graph exported with --io uint8")
-        self.scale = int(meta.get("srgan_deploy.scale", "4"))
+        self.onnx = self._load().require_uint8("onnxruntime")
+        path = self.onnx.path
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -103,7 +98,6 @@ class OnnxRuntimeBackend(Backend):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
         self.providers = self._providers()
         model: str | bytes = str(path)
-        self.graph_rewrites = 0
         if self.providers == ["CPUExecutionProvider"]:
             model, self.graph_rewrites = self._cpu_graph(path)
         try:
@@ -112,14 +106,10 @@ class OnnxRuntimeBackend(Backend):
             raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
         self.device_label = "cuda" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
-        from srgan_deploy.config import ModelConfig
-
-        config_json = meta.get("srgan_deploy.config")
-        self._overlap = ModelConfig.from_json(config_json).receptive_radius if config_json else 40
-        self.model_path = path
+        self._model = self.onnx.config
 
     @staticmethod
-    def _cpu_graph(path: Path) -> tuple[bytes, int]:
+    def _cpu_graph(path: Any) -> tuple[bytes, int]:
         """The graph with PReLUs rewritten for onnxruntime's blocked CPU layout (see ort_graph.py)."""
         import onnx
 
@@ -128,10 +118,6 @@ class OnnxRuntimeBackend(Backend):
         proto = onnx.load(str(path))
         count = prelu_as_batchnorm(proto)
         return proto.SerializeToString(), count
-
-    @property
-    def overlap(self) -> int:
-        return getattr(self, "_overlap", 40)
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
         try:
@@ -144,3 +130,10 @@ class OnnxRuntimeBackend(Backend):
             return np.asarray(self.session.run(["output"], {"input": frames})[0])
         except Exception as exc:
             raise ShapeError(f"onnxruntime failed on a {frames.shape} batch: {exc}; try --tile 256") from exc
+
+    def _release(self) -> None:
+        self.session = None
+        self.providers = []
+        self.graph_rewrites = 0
+        self.on_gpu = False
+        self.onnx = None

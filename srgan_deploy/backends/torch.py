@@ -1,25 +1,27 @@
 """PyTorch backend: the reference every other backend is compared with.
 
-CPU: fp32. CUDA: fp16 (or fp32) with channels_last, which lets cuDNN pick
-tensor-core kernels.
+CPU: fp32. CUDA: fp16 (or fp32) with channels_last, which lets cuDNN pick tensor-core
+kernels, and the same K-slot stream pipeline as TensorRT (a torch op on each slot's stream).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from srgan_deploy.backends.base import Backend, check_frames
+from srgan_deploy.backends.options import TorchOptions
 from srgan_deploy.errors import BackendUnavailableError
-from srgan_deploy.weights import WeightsInfo, load_generator
+from srgan_deploy.sources import GeneratorLoader
 
 if TYPE_CHECKING:
     import torch
 
     from srgan_deploy.gpu.inflight import SlotPipeline
+    from srgan_deploy.weights import WeightsInfo
 
 
 def resolve_torch_device(requested: str) -> torch.device:
@@ -35,8 +37,18 @@ def resolve_torch_device(requested: str) -> torch.device:
         raise BackendUnavailableError(f"unknown device '{requested}'; use cpu, cuda or cuda:N") from exc
 
 
-class TorchBackend(Backend):
+class TorchBackend(Backend[TorchOptions]):
     name = "torch"
+
+    def __init__(self, options: TorchOptions, load: GeneratorLoader) -> None:
+        super().__init__(options)
+        self._load = load
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+        self.info: WeightsInfo | None = None
+        self.net: Any = None
+        self._pipeline: SlotPipeline | None = None
+        self._pipeline_shape: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -53,46 +65,39 @@ class TorchBackend(Backend):
         from srgan_deploy.models import DeployGenerator
 
         self.device = resolve_torch_device(self.options.device)
-        precision = self.options.precision
-        if precision == "auto":
-            precision = "fp16" if self.device.type == "cuda" else "fp32"
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        if self.device.type == "cpu":
-            if self.dtype == torch.float16:
-                raise BackendUnavailableError("fp16 on CPU is not supported by the torch backend; use --precision fp32")
-            if self.options.threads:
-                torch.set_num_threads(self.options.threads)
-        generator, self.info = load_generator(self.options.weights)
-        self.scale = self.info.config.scale
+        self.dtype = torch.float16 if self.options.precision == "fp16" else torch.float32
+        if self.device.type == "cpu" and self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        generator, self.info = self._load()
         model = DeployGenerator(generator).to(self.device, self.dtype)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model = model
-        self.device_label = f"{self.device.type} {precision}"
-        self._overlap = self.info.config.receptive_radius
-
-    @property
-    def overlap(self) -> int:
-        return getattr(self, "_overlap", 8)
+        self.net = model
+        self._model = self.info.config
+        self.device_label = f"{self.device.type} {self.options.precision}"
 
     @property
     def weights_info(self) -> WeightsInfo:
+        self._require_open()
+        assert self.info is not None
         return self.info
 
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC tensor on the device -> uint8 NHWC tensor; the op the stream pipeline enqueues."""
         import torch
 
+        assert self.device is not None and self.dtype is not None
         with torch.inference_mode():
             inp = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
             if self.device.type == "cuda":
                 inp = inp.contiguous(memory_format=torch.channels_last)
-            y = self.model(inp).float()
+            y = self.net(inp).float()
             return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
         import torch
 
+        assert self.device is not None
         if self.device.type == "cuda":
             pipeline = self._pipeline_for(frames.shape)
             if pipeline is not None:
@@ -102,23 +107,23 @@ class TorchBackend(Backend):
 
     def _pipeline_for(self, shape: tuple[int, ...]) -> SlotPipeline | None:
         """The K-slot CUDA pipeline (torch op on each slot's stream), sized for ``shape``; None without cuda-python."""
-        from srgan_deploy.errors import BackendUnavailableError
         from srgan_deploy.gpu.inflight import CudaSlot, SlotPipeline, TorchCompute
 
         n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
-        current = getattr(self, "_pipeline", None)
-        size = getattr(self, "_pipeline_shape", (0, 0, 0))
-        if current is not None and n <= size[0] and h <= size[1] and w <= size[2]:
-            return current
-        if current is not None:
-            current.close()
+        size = self._pipeline_shape
+        if self._pipeline is not None and n <= size[0] and h <= size[1] and w <= size[2]:
+            return self._pipeline
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+        # grow to the largest batch/frame seen so far, so alternating sizes do not rebuild the slots
+        n, h, w = max(n, size[0]), max(h, size[1]), max(w, size[2])
         try:
             slots = [
                 CudaSlot(TorchCompute(self.forward_tensor, self.scale), (n, h, w), self.scale)
                 for _ in range(self.options.slots)
             ]
         except BackendUnavailableError:
-            self._pipeline = None
             return None
         self._pipeline = SlotPipeline(list(slots))
         self._pipeline_shape = (n, h, w)
@@ -126,14 +131,14 @@ class TorchBackend(Backend):
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """On CUDA, keep K batches in flight through the slot pipeline (same frame size throughout)."""
-        if not self._is_open:
-            self.open()
+        self._require_open()
         it = iter(batches)
         first = next(it, None)
         if first is None:
             return
         first = check_frames(first)
         pipeline = None
+        assert self.device is not None
         if self.device.type == "cuda" and self._tile_size(first.shape[1], first.shape[2]) is None:
             pipeline = self._pipeline_for(first.shape)
         if pipeline is None:
@@ -144,7 +149,13 @@ class TorchBackend(Backend):
         yield from pipeline.run(itertools.chain([first], (check_frames(b) for b in it)))
 
     def _close(self) -> None:
-        pipeline = getattr(self, "_pipeline", None)
-        if pipeline is not None:
-            pipeline.close()
-            self._pipeline = None
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+    def _release(self) -> None:
+        self.device = None
+        self.dtype = None
+        self.info = None
+        self.net = None
+        self._pipeline = None
+        self._pipeline_shape = (0, 0, 0)

@@ -1,0 +1,166 @@
+"""What the export stage produces and the runtime consumes: shape profiles, ONNX models, engine plans.
+
+Both sides import these types from here, so the runtime never imports the export stage to
+read an artifact and the export stage never imports a backend to describe one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srgan_deploy.config import ModelConfig
+from srgan_deploy.errors import ConfigError, EngineError, ExportError
+
+# Video defaults: 64x64 up to 1080p input (4K->8K output is out of scope), tuned for 480x270 -> 1920x1080.
+DEFAULT_MIN = (1, 3, 64, 64)
+DEFAULT_OPT = (1, 3, 270, 480)
+DEFAULT_MAX = (1, 3, 1080, 1920)
+
+
+def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:
+    """``NxCxHxW`` (x, X, × or , as separators) -> (N, C, H, W); C must be 3, all positive."""
+    parts = [p for p in re.split(r"[x×X,* ]+", text.strip()) if p]
+    if len(parts) != 4:
+        raise ConfigError(f"{what} '{text}' must have 4 dimensions NxCxHxW, e.g. 1x3x270x480")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(f"{what} '{text}' has a non-integer dimension; use e.g. 1x3x270x480") from exc
+    n, c, h, w = dims
+    if min(dims) <= 0:
+        raise ConfigError(f"{what} '{text}' has a zero or negative dimension; every dimension must be >= 1")
+    if c != 3:
+        raise ConfigError(f"{what} '{text}' has {c} channels; the model takes RGB (3)")
+    return n, c, h, w
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """min/opt/max input shapes as (batch, height, width) of the low-resolution input."""
+
+    min: tuple[int, int, int]
+    opt: tuple[int, int, int]
+    max: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        for axis in range(3):
+            if not self.min[axis] <= self.opt[axis] <= self.max[axis]:
+                raise ConfigError(
+                    f"shape profile must satisfy min <= opt <= max on every axis (got {self.min} / {self.opt} / {self.max})"
+                )
+
+    @classmethod
+    def parse(cls, min_shape: str | None, opt_shape: str | None, max_shape: str | None) -> ShapeProfile:
+        def bhw(s: str | None, default: tuple[int, int, int, int], what: str) -> tuple[int, int, int]:
+            n, _, h, w = parse_shape(s, what) if s else default
+            return n, h, w
+
+        return cls(
+            bhw(min_shape, DEFAULT_MIN, "--min-shape"),
+            bhw(opt_shape, DEFAULT_OPT, "--opt-shape"),
+            bhw(max_shape, DEFAULT_MAX, "--max-shape"),
+        )
+
+    @classmethod
+    def static(cls, batch: int, height: int, width: int) -> ShapeProfile:
+        shape = (batch, height, width)
+        return cls(shape, shape, shape)
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def tensor_shapes(self, io: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """The engine input tensor's min/opt/max in its layout: NHWC (uint8 I/O) or NCHW (float32 I/O)."""
+
+        def layout(s: tuple[int, int, int]) -> tuple[int, ...]:
+            return (s[0], s[1], s[2], 3) if io == "uint8" else (s[0], 3, s[1], s[2])
+
+        return layout(self.min), layout(self.opt), layout(self.max)
+
+    def accepts(self, batch: int, height: int, width: int) -> bool:
+        return all(lo <= v <= hi for lo, v, hi in zip(self.min, (batch, height, width), self.max, strict=True))
+
+    def to_list(self) -> list[list[int]]:
+        return [list(self.min), list(self.opt), list(self.max)]
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The ``srgan_deploy.*`` metadata_props of an ONNX file (weights are not loaded)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An exported ONNX graph plus the facts the runtime needs from its metadata."""
+
+    path: Path
+    config: ModelConfig
+    io: str
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_path(cls, path: Path) -> OnnxModel:
+        if not path.is_file():
+            raise ExportError(f"ONNX file not found: {path}")
+        meta = read_onnx_metadata(path)
+        config_json = meta.get("srgan_deploy.config")
+        if config_json is None:
+            raise ExportError(
+                f"{path} was not exported by srgan-deploy (no srgan_deploy.config metadata); export it with srgan-deploy export"
+            )
+        return cls(path, ModelConfig.from_json(config_json), meta.get("srgan_deploy.io", "float32"), meta)
+
+    def require_uint8(self, who: str) -> OnnxModel:
+        if self.io != "uint8":
+            raise ExportError(f"{self.path} has {self.io} I/O; {who} runs graphs exported with --io uint8")
+        return self
+
+
+# --------------------------------------------------------------------------- engines
+
+FLAVOURS = ("tensorrt", "tensorrt-rtx")
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    """A serialized TensorRT / TensorRT-RTX plan and the JSON sidecar written beside it at build time."""
+
+    path: Path
+    flavour: str
+    config: ModelConfig
+    profile: ShapeProfile
+    precision: str
+    sidecar: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_plan(cls, path: Path) -> EngineArtifact:
+        sidecar_path = path.with_suffix(".json")
+        if not path.is_file() or not sidecar_path.is_file():
+            raise EngineError(
+                f"{path} (with its .json sidecar) not found; build one with srgan-deploy export --format tensorrt"
+            )
+        try:
+            meta = json.loads(sidecar_path.read_text())
+            spec = meta["spec"]
+            prof = spec["profile"]
+            profile = ShapeProfile(tuple(prof[0]), tuple(prof[1]), tuple(prof[2]))  # type: ignore[arg-type]
+            config = ModelConfig.from_dict(meta["model"]) if "model" in meta else ModelConfig(scale=int(meta["scale"]))
+            flavour = str(spec.get("flavour", "tensorrt"))
+            precision = str(spec["precision"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise EngineError(f"{sidecar_path} is not a valid engine sidecar ({exc}); rebuild the engine") from exc
+        return cls(path, flavour, config, profile, precision, meta)
