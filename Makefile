@@ -1,6 +1,7 @@
 # Two set-up commands for a fresh machine:
 #   make demo  - create .venv, install, upscale the bundled sample clip with the default model
-#   make test  - create/update .venv, lint (ruff), type-check (mypy, TensorRT code against tensorrt-stubs), run pytest
+#   make test  - create/update .venv, lint (ruff), type-check (mypy; TensorRT code against tensorrt-stubs and
+#                stubs generated from TensorRT-RTX), run pytest (NVIDIA's parser + builder via TensorRT-RTX included)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,6 +25,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	# tensorrt-stubs declares TensorRT's download-only packages as deps: install it alone, then fix it for mypy.
 	$(PIP) install --disable-pip-version-check -q --no-deps $(STUBS)
 	$(BIN)/python tools/fix_tensorrt_stubs.py
+	# TensorRT-RTX ships no type information: stubs generated from the installed module
+	$(BIN)/python tools/rtx_stubs.py
 	@touch $@
 
 install: $(VENV)/.installed

@@ -13,7 +13,7 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import EngineError, ShapeError
 from srgan_deploy.gpu.inflight import SlotPipeline
 from srgan_deploy.sources import EngineLoader
+
+if TYPE_CHECKING:
+    import tensorrt_rtx_bindings as rtx
 
 
 def cuda_device_count() -> int:
@@ -75,10 +78,12 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self._prepare(artifact)
         module = import_flavour_module(self.flavour)
         self._logger = make_logger(module)
+        mark = self._logger.mark()
         self._runtime = module.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(artifact.path.read_bytes())
         if engine is None:
-            said = f" (TensorRT: {self._logger.errors[-1]})" if self._logger.errors else ""
+            errors = self._logger.errors_since(mark)
+            said = f" (TensorRT: {errors[-1].strip()})" if errors else ""
             raise EngineError(
                 f"{self.flavour} could not deserialize {artifact.path}{said}: built by another version or for "
                 "another GPU; rebuild it with srgan-deploy export"
@@ -177,7 +182,7 @@ class TensorRTRtxBackend(TensorRTBackend):
 
     def __init__(self, options: TensorRTRtxOptions, load: EngineLoader) -> None:
         super().__init__(options, load)
-        self._runtime_cache: Any = None
+        self._runtime_cache: rtx.IRuntimeCache | None = None
         self._runtime_cache_path: Path | None = None
 
     def runtime_cache_path(self, artifact: EngineArtifact) -> Path:
@@ -191,7 +196,7 @@ class TensorRTRtxBackend(TensorRTBackend):
     def _prepare(self, artifact: EngineArtifact) -> None:
         self._runtime_cache_path = self.runtime_cache_path(artifact)
 
-    def _context(self, engine: Any) -> Any:
+    def _context(self, engine: rtx.ICudaEngine) -> rtx.IExecutionContext:
         """An execution context whose JIT-compiled kernels go to (and come from) the runtime cache."""
         config = engine.create_runtime_config()
         if self._runtime_cache is None:
@@ -210,7 +215,7 @@ class TensorRTRtxBackend(TensorRTBackend):
         super()._close()
         cache, path = self._runtime_cache, self._runtime_cache_path
         if cache is not None and path is not None:
-            data = bytes(memoryview(cache.serialize()))
+            data = bytes(memoryview(cache.serialize()))  # type: ignore[arg-type]  # IHostMemory is a buffer; the stubs miss it
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
             tmp.write_bytes(data)

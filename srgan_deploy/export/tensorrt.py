@@ -36,6 +36,7 @@ from srgan_deploy.weights import file_sha256
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    import tensorrt_rtx_bindings as rtx
 
 PRECISIONS = ("fp16", "fp32")
 # RTX's ahead-of-time targets (TensorRT-RTX 1.x: Turing to Blackwell consumer/workstation parts, no Hopper)
@@ -70,6 +71,16 @@ def parse_targets(text: str | None) -> tuple[str, ...]:
     return tuple(targets)
 
 
+def rtx_set_targets(module: Any, config: rtx.IBuilderConfig, targets: tuple[str, ...]) -> None:
+    """Ahead-of-time targets of an RTX build (typed against stubs generated from the real module)."""
+    if not targets:
+        raise ConfigError("a TensorRT-RTX build needs at least one compute capability (--sm)")
+    capability: type[rtx.ComputeCapability] = module.ComputeCapability
+    config.num_compute_capabilities = len(targets)
+    for i, target in enumerate(targets):
+        config.set_compute_capability(getattr(capability, target), i)
+
+
 @dataclass(frozen=True)
 class Flavour:
     """The one place where TensorRT 10, TensorRT 11 and TensorRT-RTX differ for building."""
@@ -95,14 +106,15 @@ class Flavour:
         flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 1 << int(flag) if flag is not None else 0
 
-    def set_targets(self, config: Any, targets: tuple[str, ...]) -> None:
-        """RTX: the compute capabilities to build for (ahead of time, no GPU needed). TensorRT: the current GPU."""
+    def configure(self, config: Any, targets: tuple[str, ...], workspace_mib: int) -> None:
+        """TensorRT: a workspace limit; it builds for the GPU it runs on. RTX: the compute capabilities
+        to build for (ahead of time, no GPU needed), and no workspace limit: its builder then tries to
+        allocate the whole limit in host memory (measured: 4 GiB asked for, OutOfMemory), and the
+        workspace is a run-time matter for RTX anyway."""
         if not self.is_rtx:
+            config.set_memory_pool_limit(self.module.MemoryPoolType.WORKSPACE, workspace_mib << 20)
             return
-        cc = self.module.ComputeCapability
-        config.num_compute_capabilities = len(targets)
-        for i, target in enumerate(targets):
-            config.set_compute_capability(getattr(cc, target), i)
+        rtx_set_targets(self.module, config, targets)
 
     def default_targets(self) -> tuple[str, ...]:
         """What to build for when the user names nothing: this GPU, or (RTX without a GPU) every RTX target."""
@@ -285,12 +297,14 @@ def build_serialized(
     and the log is saved to ``log_path``."""
     module = flavour.module
     logger = make_logger(module)
+    mark = logger.mark()
     started = time.perf_counter()
 
     def fail(message: str) -> EngineError:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("\n".join(logger.lines) + "\n")
-        said = f" (TensorRT: {logger.errors[-1]})" if logger.errors else ""
+        log_path.write_text("\n".join(logger.lines_since(mark)) + "\n")
+        errors = logger.errors_since(mark)
+        said = f" (TensorRT: {errors[-1].strip()})" if errors else ""
         return EngineError(f"{message}{said}; full log saved to {log_path}")
 
     builder: trt.Builder = module.Builder(logger)
@@ -302,8 +316,7 @@ def build_serialized(
     inputs = tuple(_io(network.get_input(i)) for i in range(network.num_inputs))
     outputs = tuple(_io(network.get_output(i)) for i in range(network.num_outputs))
     config: trt.IBuilderConfig = builder.create_builder_config()
-    config.set_memory_pool_limit(module.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
-    flavour.set_targets(config, spec.targets)
+    flavour.configure(config, spec.targets, spec.workspace_mib)
     profile: trt.IOptimizationProfile = builder.create_optimization_profile()
     lo, opt, hi = spec.profile.tensor_shapes(spec.io)
     profile.set_shape(inputs[0].name, module.Dims(list(lo)), module.Dims(list(opt)), module.Dims(list(hi)))

@@ -4,6 +4,8 @@ TensorRT said, and deserializing a plan. Shared by the runtime backends and the 
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import TYPE_CHECKING, Any
 
 from srgan_deploy.artifacts import FLAVOURS
@@ -47,27 +49,47 @@ def import_flavour_module(flavour: str) -> Any:
 
 
 def make_logger(module: Any, keep_lines: int = 200) -> Any:
-    """A TensorRT logger that keeps the last warnings and errors, so a failed build or run can say what
-    TensorRT said. INFO and VERBOSE are dropped on arrival (a subclassed ILogger has no C++-side filter)."""
+    """The process's TensorRT logger for ``module``, keeping the last warnings and errors so a failed
+    build or run can say what TensorRT said. INFO and VERBOSE are dropped on arrival (a subclassed
+    ILogger has no C++-side filter).
 
+    Why one per process: TensorRT registers the first logger it is given process-wide and warns
+    about (and partly ignores) any later one, so a fresh logger per build would lose messages.
+    ``errors_since(mark)`` gives a caller only what its own build produced."""
+    return _logger_for(module.__name__, module, keep_lines)
+
+
+@functools.cache
+def _logger_for(name: str, module: Any, keep_lines: int) -> Any:
     severity = module.ILogger.Severity
     keep = {severity.WARNING, severity.ERROR, severity.INTERNAL_ERROR}
     errors = {severity.ERROR, severity.INTERNAL_ERROR}
+    lock = threading.Lock()
 
     class KeepingLogger(module.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             module.ILogger.__init__(self)
-            self.lines: list[str] = []
-            self.errors: list[str] = []
+            self.count = 0  # messages kept so far; mark() / *_since() slice by it
+            self._lines: list[tuple[int, bool, str]] = []  # (number, is_error, text)
 
         def log(self, level: trt.ILogger.Severity, msg: str) -> None:
             if level not in keep:
                 return
-            self.lines.append(f"[{getattr(level, 'name', level)}] {msg}")
-            del self.lines[:-keep_lines]
-            if level in errors:
-                self.errors.append(msg)
-                del self.errors[:-5]
+            with lock:
+                self.count += 1
+                self._lines.append((self.count, level in errors, f"[{getattr(level, 'name', level)}] {msg}"))
+                del self._lines[:-keep_lines]
+
+        def mark(self) -> int:
+            return self.count
+
+        def lines_since(self, mark: int) -> list[str]:
+            with lock:
+                return [text for n, _, text in self._lines if n > mark]
+
+        def errors_since(self, mark: int) -> list[str]:
+            with lock:
+                return [text.split("] ", 1)[1] for n, is_error, text in self._lines if n > mark and is_error]
 
     return KeepingLogger()
 

@@ -1,0 +1,157 @@
+"""The package's shape: one installed namespace, imports one way, no cycles (lazy imports included)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "srgan_deploy"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every srgan_deploy module this file imports anywhere: top level, inside functions, TYPE_CHECKING blocks."""
+    found: set[str] = set()
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name in known:
+                found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> modules it causes to run. Importing a.b.c also runs a/__init__ and a/b/__init__,
+    unless the importer lives inside that package (then it is already running)."""
+    mods = modules()
+    known = set(mods)
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        edges: set[str] = set()
+        for target in imports_of(path, known):
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                ancestor = ".".join(parts[:i])
+                if ancestor in known and not (name == ancestor or name.startswith(ancestor + ".")):
+                    edges.add(ancestor)
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_cycles() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_anywhere_in_the_package() -> None:
+    graph = import_graph()
+    assert len(graph) > 40
+    assert cycles(graph) == []
+
+
+def test_runtime_backends_never_import_the_export_stage() -> None:
+    graph = import_graph()
+    offenders = {
+        name: sorted(t for t in targets if t.startswith("srgan_deploy.export"))
+        for name, targets in graph.items()
+        if name.startswith("srgan_deploy.backends")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    # the one runtime module that composes export loaders
+    composers = sorted(
+        n
+        for n, t in graph.items()
+        if any(x.startswith("srgan_deploy.export") for x in t) and not n.startswith("srgan_deploy.export")
+    )
+    assert composers == ["srgan_deploy.cli", "srgan_deploy.sources"]
+
+
+def test_stages_never_import_the_cli() -> None:
+    graph = import_graph()
+    assert [n for n, t in graph.items() if "srgan_deploy.cli" in t] == []
+
+
+def test_editable_install_exposes_only_srgan_deploy() -> None:
+    from importlib import metadata
+
+    dist = metadata.distribution("srgan-deploy")
+    top = (dist.read_text("top_level.txt") or "").split()
+    assert top == ["srgan_deploy"]
+
+
+@pytest.mark.slow
+def test_built_wheel_contains_only_srgan_deploy(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("srgan_deploy-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        top_level = next(n for n in names if n.endswith("top_level.txt"))
+        assert archive.read(top_level).decode().split() == ["srgan_deploy"]
+    roots = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert roots == {"srgan_deploy"}
+    assert "srgan_deploy/train/loop.py" in names and "srgan_deploy/export/tensorrt.py" in names
+    assert any(n.startswith("srgan_deploy/weights/") and n.endswith(".safetensors") for n in names)
