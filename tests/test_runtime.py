@@ -408,3 +408,38 @@ def test_cpu_prelu_rewrite_keeps_the_function(tiny_weights: Path, tmp_path: Path
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         outputs.append(session.run(None, {"input": x})[0])
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-5
+
+
+# ----------------------------------------------------------------------------- openvino
+
+OPENVINO_BF16_BUDGET_DB = 45.0  # measured 54-55 dB on natural frames; the budget leaves 10 dB of room
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_matches_torch_within_its_budget(
+    tiny_weights: Path, cache_dir: Path, torch_ref: TorchBackend, precision: str
+) -> None:
+    frames = frames_of((2, 23, 31))
+    with make_backend("openvino", str(tiny_weights), precision=precision, cache_dir=cache_dir) as backend:
+        out = backend.upscale(frames)
+        # the precision is set explicitly: OpenVINO's own default is bf16 on CPUs that have it
+        import openvino.properties.hint as hints
+
+        got = backend.compiled.get_property(hints.inference_precision).get_type_name()
+        assert got == {"fp32": "f32", "bf16": "bf16"}[precision]
+        streamed = list(backend.upscale_many([frames[:1], frames[1:], frames[:1]]))
+    ref = torch_ref.upscale(frames)
+    assert out.shape == ref.shape
+    assert np.array_equal(np.concatenate(streamed[:2]), out) and np.array_equal(streamed[2], out[:1])
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    if precision == "fp32":
+        assert diff.max() <= 1
+    else:
+        assert psnr(ref, out) >= OPENVINO_BF16_BUDGET_DB
+
+
+def test_openvino_refuses_what_it_cannot_run() -> None:
+    with pytest.raises(ConfigError, match="fp32 or bf16"):
+        choose("openvino", Request(precision="fp16"))
+    with pytest.raises(ConfigError, match="CPU"):
+        choose("openvino", Request(device="cuda"))

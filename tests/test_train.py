@@ -73,6 +73,28 @@ def test_resume_reproduces_the_uninterrupted_run(train_dir: Path, tmp_path: Path
     assert read_info(part / "generator.safetensors").provenance["steps"] == 4
 
 
+def test_resume_follows_the_new_schedule(train_dir: Path, tmp_path: Path) -> None:
+    """Extending a run with a later lr decay takes effect (the saved scheduler would ignore it)."""
+    run = tmp_path / "r"
+    run_training(config(train_dir, run, steps=2))
+    run_training(config(train_dir, run, steps=6, lr_milestones=(3, 5), lr_gamma=0.5), resume=True)
+    lrs = {r["step"]: r["lr"] for r in read_log(run) if "lr" in r}
+    # the lr logged at step k is the one for step k + 1 (MultiStepLR after k steps)
+    assert lrs[2] == pytest.approx(1e-3)
+    assert lrs[3] == lrs[4] == pytest.approx(5e-4)
+    assert lrs[5] == lrs[6] == pytest.approx(2.5e-4)
+
+
+def test_l1_loss_is_a_choice_and_part_of_the_experiment(train_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "l1"
+    run_training(config(train_dir, run, steps=2, loss="l1"))
+    assert "l1" in read_log(run)[-1] and "mse" not in read_log(run)[-1]
+    with pytest.raises(TrainingError, match="loss"):
+        run_training(config(train_dir, run, steps=4), resume=True)
+    with pytest.raises(ConfigError, match="mse or l1"):
+        config(train_dir, run, loss="huber")
+
+
 def test_resume_refuses_a_different_experiment(train_dir: Path, tmp_path: Path) -> None:
     run_training(config(train_dir, tmp_path / "r", steps=2))
     with pytest.raises(TrainingError, match="batch_size"):

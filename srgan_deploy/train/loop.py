@@ -171,6 +171,7 @@ class Trainer:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
+        self._apply_schedule()
         self.elapsed = float(state.get("elapsed", 0.0))
         self.val_metrics = dict(state.get("val", {}))
 
@@ -200,6 +201,26 @@ class Trainer:
         if self.device.type == "cuda":
             return f"{self.dist.world}x {torch.cuda.get_device_name(self.device)}"
         return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+    def _apply_schedule(self) -> None:
+        """Make a resumed run follow this run's --lr/--lr-milestones/--lr-gamma, not the saved ones.
+
+        Why: the schedule is how a long CPU run is extended (more steps, a later decay); the scheduler's
+        saved state would otherwise keep the old milestones silently."""
+        from collections import Counter
+
+        cfg = self.config
+        done = sum(1 for m in cfg.lr_milestones if m <= self.step)
+        lr = cfg.lr * cfg.lr_gamma**done
+        for sched, opt in ((self.sched_g, self.opt_g), (self.sched_d, self.opt_d)):
+            if sched is None or opt is None:
+                continue
+            sched.milestones = Counter(cfg.lr_milestones)  # type: ignore[attr-defined]
+            sched.gamma = cfg.lr_gamma  # type: ignore[attr-defined]
+            sched.base_lrs = [cfg.lr for _ in opt.param_groups]
+            for group in opt.param_groups:
+                group["lr"] = lr
+                group["initial_lr"] = cfg.lr
 
     def save(self) -> Path:
         """Checkpoint and deployable weights; rank 0 writes, everyone waits."""
