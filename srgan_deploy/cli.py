@@ -6,11 +6,12 @@ Ctrl-C); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -130,6 +131,16 @@ def _backend(
     return create(choice, source, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False)), choice
 
 
+@contextlib.contextmanager
+def _opened(engine: Any, choice: Any) -> Iterator[Any]:
+    """Open the backend (loading or building its model) and say which one runs, and how."""
+    with engine:
+        _stderr().print(
+            f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True, markup=False
+        )
+        yield engine
+
+
 @app.command()
 @handles_errors
 def upscale(
@@ -157,7 +168,7 @@ def upscale(
     engine, choice = _backend(backend, weights, device, tile, threads, precision)
     err = _stderr()
     with (
-        engine,
+        _opened(engine, choice),
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -167,7 +178,6 @@ def upscale(
             transient=True,
         ) as progress,
     ):
-        err.print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
         task = progress.add_task("upscaling", total=len(jobs))
 
         def done(job: Any, size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
@@ -440,7 +450,7 @@ def video(
     engine, choice = _backend(backend, weights, device, tile, threads, precision, slots)
     err = _stderr()
     with (
-        engine,
+        _opened(engine, choice),
         Progress(
             TextColumn("[bold]upscaling"),
             BarColumn(),
@@ -453,7 +463,6 @@ def video(
             transient=True,
         ) as progress,
     ):
-        err.print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
         task = progress.add_task("video", total=None, fps="")
         started = time.perf_counter()
 
@@ -497,8 +506,7 @@ def eval_cmd(
 
         raise InputFileError(f"{folder} is not a folder of images")
     engine, choice = _backend(backend, weights, device, tile, threads, precision)
-    with engine:
-        _stderr().print(f"backend: {choice.name} on {engine.device_label} ({choice.reason})", soft_wrap=True)
+    with _opened(engine, choice):
         report = evaluate(folder, lambda img: engine.upscale(img[None])[0], engine.scale, limit=limit)
     report.extra["backend"] = choice.name
     if json_out:
