@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from srgan_deploy.errors import SrganDeployError
 
@@ -54,7 +55,7 @@ def handles_errors(func: F) -> F:
         except SrganDeployError as exc:
             if debug:
                 raise
-            _stderr().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:
@@ -185,6 +186,7 @@ def upscale(
             _stdout().print(
                 f"{job.source} ({size_in[1]}x{size_in[0]}) -> {job.target} ({size_out[1]}x{size_out[0]})",
                 soft_wrap=True,
+                markup=False,
             )
 
         upscale_files(jobs, engine, done)
@@ -208,11 +210,11 @@ def info(
         return
     versions = Table(title="versions", show_header=False)
     for key, value in data["versions"].items():
-        versions.add_row(key, value or "[dim]not installed[/]")
+        versions.add_row(key, escape(value) if value else "[dim]not installed[/]")
     out.print(versions)
     backends = Table("backend", "available", "detail", title="backends")
     for name, b in data["backends"].items():
-        backends.add_row(name, "[green]yes[/]" if b["available"] else "[red]no[/]", b["detail"])
+        backends.add_row(name, "[green]yes[/]" if b["available"] else "[red]no[/]", escape(b["detail"]))
     out.print(backends)
     gpu = data["gpu"]
     out.print(
@@ -222,15 +224,15 @@ def info(
     )
     for name, model in data["models"].items():
         tag = " [bold](default)[/]" if model.get("default") else ""
-        out.print(f"\nmodel [bold]{name}[/]{tag}: {model['path']}")
+        out.print(f"\nmodel [bold]{escape(name)}[/]{tag}: {escape(model['path'])}")
         if "error" in model:
-            out.print(f"  [red]{model['error']}[/]")
+            out.print(f"  [red]{escape(model['error'])}[/]")
             continue
         if model["placeholder"]:
             out.print("  [bold yellow]PLACEHOLDER: randomly initialised, not trained — output is not meaningful[/]")
-        out.print(f"  config: {model['config']}  sha256: {model['sha256'][:16]}")
+        out.print(f"  config: {model['config']}  sha256: {model['sha256'][:16]}", markup=False)
         for key, value in model["provenance"].items():
-            out.print(f"  {key}: {value}")
+            out.print(f"  {key}: {value}", markup=False)
 
 
 @app.command()
@@ -316,14 +318,16 @@ def export(
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=step, total=total)
 
-        report = run_export(request, notify=lambda m: err.print(m, soft_wrap=True), on_progress=on_progress)
+        report = run_export(
+            request, notify=lambda m: err.print(m, soft_wrap=True, markup=False), on_progress=on_progress
+        )
     out = _stdout()
     if report.onnx:
-        out.print(f"onnx: {report.onnx.path}")
+        out.print(f"onnx: {report.onnx.path}", markup=False)
     if report.engine:
-        out.print(f"{request.flavour}: {report.engine}")
+        out.print(f"{request.flavour}: {report.engine}", markup=False)
     for folder in report.triton:
-        out.print(f"triton: {folder}")
+        out.print(f"triton: {folder}", markup=False)
 
 
 @app.command()
@@ -360,7 +364,7 @@ def bench(
     names = tuple(b.strip() for b in backend.split(",") if b.strip())
     config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots, precision)
     err = _stderr()
-    report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True))
+    report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True, markup=False))
     table = Table(
         "backend",
         "device",
@@ -389,7 +393,7 @@ def bench(
     _stdout().print(table)
     if json_out:
         write_json(report, json_out)
-        err.print(f"wrote {json_out}")
+        err.print(f"wrote {json_out}", markup=False)
 
 
 @app.command()
@@ -471,7 +475,7 @@ def video(
             progress.update(task, completed=done, total=total or None, fps=f"{rate:.2f} fps")
 
         result = upscale_video(
-            job, engine, on_progress, warn=lambda m: err.print(f"[yellow]warning:[/] {m}", soft_wrap=True)
+            job, engine, on_progress, warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True)
         )
     size_mb = result.output_bytes / 1e6
     _stdout().print(
@@ -479,6 +483,7 @@ def video(
         f"= {result.fps:.2f} fps, {size_mb:.1f} MB, backend {choice.name}"
         + (f", {result.bad_packets} damaged packets skipped" if result.bad_packets else ""),
         soft_wrap=True,
+        markup=False,
     )
 
 
@@ -517,11 +522,11 @@ def eval_cmd(
         "bicubic SSIM",
         "model PSNR",
         "model SSIM",
-        title=f"{report.dataset} x{report.scale} ({report.protocol})",
+        title=escape(f"{report.dataset} x{report.scale} ({report.protocol})"),
     )
     for item in report.images:
         table.add_row(
-            item.name,
+            escape(item.name),
             f"{item.bicubic.psnr:.2f}",
             f"{item.bicubic.ssim:.4f}",
             f"{item.model.psnr:.2f}",
@@ -644,12 +649,13 @@ def train(
         result = run_training(
             config,
             resume=resume,
-            warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", soft_wrap=True),
+            warn=lambda msg: err.print(f"[yellow]warning:[/] {escape(msg)}", soft_wrap=True),
             progress=report,
         )
     _stdout().print(
         f"trained to step {result.step}; weights: {result.weights}"
-        + (f"; validation {result.val}" if result.val else "")
+        + (f"; validation {result.val}" if result.val else ""),
+        markup=False,
     )
 
 

@@ -146,3 +146,12 @@ def test_eval_protocol_reproduces_the_papers_bicubic_set5(tmp_path: Path) -> Non
     assert code == 0, stderr
     bicubic = json.loads(out.read_text())["mean"]["bicubic"]["psnr"]
     assert abs(bicubic - 28.43) <= 0.3  # Ledig et al. 2017, Table 2
+
+
+def test_user_text_with_brackets_is_printed_verbatim(tmp_path: Path) -> None:
+    """Paths like ``[/x]`` or ``a[rtx]`` are rich-markup look-alikes: they must neither vanish nor crash."""
+    odd = tmp_path / "[/x]" / "photo[rtx].png"
+    result = CliRunner().invoke(app, ["upscale", str(odd), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "photo[rtx].png" in result.stderr and "[/x]" in result.stderr
+    assert "Traceback" not in result.stderr

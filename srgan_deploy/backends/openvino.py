@@ -39,11 +39,19 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
     def availability(cls) -> tuple[bool, str]:
         try:
             import openvino as ov
+            import openvino.properties.device as device
         except ImportError:
             return False, f"openvino is not installed ({INSTALL})"
         except Exception as exc:  # noqa: BLE001 - a broken install raises RuntimeError/OSError at import
             return False, f"openvino fails to import: {exc}"
-        return True, f"openvino {ov.get_version().split('-')[0]} (CPU)"
+        try:
+            core = ov.Core()
+            name = core.get_property("CPU", device.full_name)
+            capabilities = set(core.get_property("CPU", device.capabilities))
+        except RuntimeError as exc:
+            return False, f"openvino {ov.get_version().split('-')[0]} cannot use the CPU: {exc}"
+        precisions = [p for p, cap in (("fp32", "FP32"), ("bf16", "BF16")) if cap in capabilities]
+        return True, f"openvino {ov.get_version().split('-')[0]} on {name} ({', '.join(precisions)})"
 
     def _open(self) -> None:
         import openvino as ov
@@ -55,7 +63,13 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         config: dict[str, Any] = {
             hints.inference_precision: OV_PRECISION[self.options.precision],
             hints.performance_mode: hints.PerformanceMode.LATENCY,
-            props.cache_dir: str(cache_dir(self.options.cache_dir) / "openvino"),
+            # compiled-model cache keyed (by folder) on OpenVINO's version and the precision, on top of
+            # OpenVINO's own key (model hash + device + config)
+            props.cache_dir: str(
+                cache_dir(self.options.cache_dir)
+                / "openvino"
+                / f"{ov.get_version().split('-')[0]}-{self.options.precision}"
+            ),
         }
         if self.options.threads:
             config[props.inference_num_threads] = self.options.threads
