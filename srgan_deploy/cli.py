@@ -7,6 +7,7 @@ Ctrl-C); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -452,6 +453,10 @@ def video(
     )
     check_paths(job)
     engine, choice = _backend(backend, weights, device, tile, threads, precision, slots)
+    if side_by_side:
+        from srgan_deploy.sources import model_name, model_source
+
+        job = dataclasses.replace(job, label=f"{model_name(model_source(weights))} ({choice.name})")
     err = _stderr()
     with (
         _opened(engine, choice),

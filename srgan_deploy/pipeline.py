@@ -43,6 +43,7 @@ class VideoJob:
     batch: int = 1
     queue_size: int = 8
     side_by_side: bool = False
+    label: str = "model"  # burned into the right half of --side-by-side frames (the left says "bicubic")
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -147,6 +148,23 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=2)
 
 
+def burn_label(frame: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the top-left corner on a dark box, sized to the frame, so a viewer (or a
+    screenshot of one) always knows which half is which."""
+    import cv2
+
+    height = frame.shape[0]
+    scale = max(0.4, height / 720)
+    thickness = max(1, round(2 * scale))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(4, round(8 * scale))
+    out = np.ascontiguousarray(frame)
+    x1, y1 = min(out.shape[1], w + 2 * pad), min(out.shape[0], h + base + 2 * pad)
+    out[:y1, :x1] = (out[:y1, :x1] * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (pad, pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return out
+
+
 def upscale_video(
     job: VideoJob,
     backend: Backend[Any],
@@ -239,7 +257,8 @@ def upscale_video(
                 for k, pts in enumerate(pts_list):
                     frame = upscaled[k]
                     if lows is not None and bicubic is not None:
-                        frame = np.concatenate([bicubic(lows[k]), frame], axis=1)
+                        left = burn_label(bicubic(lows[k]), "bicubic")
+                        frame = np.concatenate([left, burn_label(frame, job.label)], axis=1)
                     if not _put(out_q, (frame, pts), stop):
                         break
                 if encoder.error is not None:

@@ -59,6 +59,17 @@ def model_source(value: str | Path | ModelSource | None) -> ModelSource:
     return Weights(text)
 
 
+def model_name(source: ModelSource) -> str:
+    """The model's name as its provenance records it (for labels and reports)."""
+    if isinstance(source, Weights):
+        from srgan_deploy.weights import read_info
+
+        return read_info(source.name_or_path).name
+    if isinstance(source, OnnxFile):
+        return OnnxModel.from_path(source.path).metadata.get("srgan_deploy.model_name", source.path.stem)
+    return source.path.stem
+
+
 def describe(source: ModelSource) -> str:
     if isinstance(source, Weights):
         return source.name_or_path or "the bundled default model"

@@ -412,7 +412,10 @@ def test_cpu_prelu_rewrite_keeps_the_function(tiny_weights: Path, tmp_path: Path
 
 # ----------------------------------------------------------------------------- openvino
 
-OPENVINO_BF16_BUDGET_DB = 45.0  # measured 54-55 dB on natural frames; the budget leaves 10 dB of room
+# bf16 budget vs torch fp32 (python -m benchmarks.openvino_budget, both bundled models): natural photos and
+# video frames 53.3-57.5 dB, <= 3 levels; worst case a 1-px checkerboard, 51.2 dB and 6 levels
+OPENVINO_BF16_BUDGET_DB = 45.0
+OPENVINO_BF16_MAX_LEVELS = 8
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -435,7 +438,7 @@ def test_openvino_matches_torch_within_its_budget(
     if precision == "fp32":
         assert diff.max() <= 1
     else:
-        assert psnr(ref, out) >= OPENVINO_BF16_BUDGET_DB
+        assert psnr(ref, out) >= OPENVINO_BF16_BUDGET_DB and diff.max() <= OPENVINO_BF16_MAX_LEVELS
 
 
 def test_openvino_refuses_what_it_cannot_run() -> None:

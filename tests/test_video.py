@@ -90,6 +90,18 @@ def test_segment_side_by_side_and_max_frames(clip: Path, tmp_path: Path, model: 
     assert len(read_video(preview)[0]) == 4
 
 
+def test_side_by_side_halves_are_labelled() -> None:
+    from srgan_deploy.pipeline import burn_label
+
+    frame = np.full((96, 128, 3), 200, np.uint8)
+    left, right = burn_label(frame.copy(), "bicubic"), burn_label(frame.copy(), "srgan-x4-lite (openvino)")
+    for out in (left, right):
+        corner = out[:20, :40].astype(int)
+        assert (corner < 120).mean() > 0.3 and (corner > 220).any()  # a dark box with white text in it
+        assert np.array_equal(out[60:], frame[60:])  # the picture below the label is untouched
+    assert (right[:20] != frame[:20]).any(axis=2).sum() > (left[:20] != frame[:20]).any(axis=2).sum()
+
+
 def test_mkv_and_webm_outputs_carry_audio(clip: Path, tmp_path: Path, model: object) -> None:
     mkv = tmp_path / "o.mkv"
     run_job(clip, mkv, model, max_frames=6)
