@@ -15,10 +15,13 @@ from typing import Any
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError, EngineError, ExportError
 
-# Video defaults: 64x64 up to 1080p input (4K->8K output is out of scope), tuned for 480x270 -> 1920x1080.
+# Video defaults: 64x64 up to 540x960 input, tuned for 480x270 -> 1920x1080.
 DEFAULT_MIN = (1, 3, 64, 64)
 DEFAULT_OPT = (1, 3, 270, 480)
-DEFAULT_MAX = (1, 3, 1080, 1920)
+# Max 540x960 input = 4K output. Why not 1080p input: each execution context statically allocates
+# activations for the profile's max (~4 GiB in fp16 for the paper-size model at 1080x1920 input), and
+# the pipeline holds one context per slot; larger frames are tiled at the max shape instead.
+DEFAULT_MAX = (1, 3, 540, 960)
 
 
 def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:

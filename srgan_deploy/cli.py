@@ -259,7 +259,10 @@ def export(
         str | None, typer.Option("--opt-shape", help="Shape TensorRT tunes for (default 1x3x270x480).")
     ] = None,
     max_shape: Annotated[
-        str | None, typer.Option("--max-shape", help="Engine profile maximum (default 1x3x1080x1920).")
+        str | None,
+        typer.Option(
+            "--max-shape", help="Engine profile maximum (default 1x3x540x960 = 4K output; larger frames are tiled)."
+        ),
     ] = None,
     static_shape: Annotated[
         str | None,

@@ -48,7 +48,12 @@ def frames_of(n: int, h: int, w: int) -> np.ndarray:
 
 @needs_pipeline
 @pytest.mark.parametrize("slots", [1, 2, 3])
-def test_torch_cuda_slot_pipeline_matches_cpu_in_order(tiny_weights: Path, slots: int) -> None:
+def test_torch_cuda_slot_pipeline_matches_cpu_in_order(
+    tiny_weights: Path, slots: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fp32 means fp32: cuDNN's TF32 (torch's default for convolutions) would round inputs to 10 bits
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     batches = [frames_of(2, 37, 53) + i for i in range(7)]
     with make_backend("torch", str(tiny_weights), device="cpu") as cpu:
         expected = [cpu.upscale(b) for b in batches]
@@ -110,7 +115,8 @@ def test_tensorrt_engine_matches_torch(tiny_weights: Path, tmp_path: Path) -> No
         out = trt_backend.upscale(frames)
         streamed = list(trt_backend.upscale_many([frames[:1], frames[1:]] * 3))
     assert psnr(ref, out) >= FP16_BUDGET_DB
-    assert np.array_equal(np.concatenate(streamed[:2]), out)
+    # batch 1 and batch 2 may pick different fp16 kernels: compare within the budget, not bitwise
+    assert psnr(out, np.concatenate(streamed[:2])) >= FP16_BUDGET_DB
     again = run_export(
         ExportRequest(
             out_dir=tmp_path, weights=str(tiny_weights), fmt="tensorrt", profile=profile, engine_dir=tmp_path / "cache"

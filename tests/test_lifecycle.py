@@ -107,6 +107,9 @@ class FakeEngine:
     def get_tensor_name(self, i: int) -> str:
         return ["input", "output"][i]
 
+    def get_tensor_dtype(self, name: str) -> Any:
+        return SimpleNamespace(name="UINT8")
+
     def create_execution_context(self, config: Any = None) -> FakeContext:
         return FakeContext()
 
@@ -145,6 +148,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         trt_runtime, "make_logger", lambda m: SimpleNamespace(mark=lambda: 0, errors_since=lambda n: [])
     )
     monkeypatch.setattr(inflight, "CudaSlot", FakeSlot)
+    monkeypatch.setattr(cuda_rt, "set_device", lambda device: None)
     monkeypatch.setattr(inflight, "TensorRTCompute", lambda context, *a: context)
     monkeypatch.setattr(
         cuda_rt,

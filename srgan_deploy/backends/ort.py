@@ -67,11 +67,16 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             raise BackendUnavailableError(
                 "onnxruntime has no CUDA provider here; install onnxruntime-gpu or use --device cpu"
             )
-        index = int(device.split(":")[1]) if ":" in device else 0
+        index = self.device_index
         providers: list[Any] = []
         if "TensorrtExecutionProvider" in available:
             # onnxruntime builds and caches its own TensorRT engines for the graph (or the parts of it
-            # TensorRT takes); CUDA then CPU run whatever is left
+            # TensorRT takes); CUDA then CPU run whatever is left. The explicit profile is the one our own
+            # engines use, so a new frame or tile size inside it does not rebuild an engine mid-video.
+            from srgan_deploy.artifacts import ShapeProfile
+
+            lo, opt, hi = ShapeProfile.parse(None, None, None).tensor_shapes("uint8")
+            root = cache_dir(self.options.cache_dir) / "ort-tensorrt"
             providers.append(
                 (
                     "TensorrtExecutionProvider",
@@ -79,11 +84,21 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                         "device_id": index,
                         "trt_fp16_enable": self.options.precision == "fp16",
                         "trt_engine_cache_enable": True,
-                        "trt_engine_cache_path": str(cache_dir(self.options.cache_dir) / "ort-tensorrt"),
+                        "trt_engine_cache_path": str(root),
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": str(root),
+                        "trt_profile_min_shapes": f"input:{'x'.join(map(str, lo))}",
+                        "trt_profile_opt_shapes": f"input:{'x'.join(map(str, opt))}",
+                        "trt_profile_max_shapes": f"input:{'x'.join(map(str, hi))}",
                     },
                 )
             )
         return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+    @property
+    def device_index(self) -> int:
+        device = self.options.device
+        return int(device.split(":")[1]) if ":" in device else 0
 
     def _open(self) -> None:
         import onnxruntime as ort
@@ -124,7 +139,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             if self.on_gpu:
                 binding = self.session.io_binding()
                 binding.bind_cpu_input("input", frames)
-                binding.bind_output("output", "cuda")
+                binding.bind_output("output", "cuda", self.device_index)  # the session's GPU, not GPU 0
                 self.session.run_with_iobinding(binding)
                 return np.asarray(binding.copy_outputs_to_cpu()[0])
             return np.asarray(self.session.run(["output"], {"input": frames})[0])

@@ -21,7 +21,7 @@ from srgan_deploy.artifacts import EngineArtifact, ShapeProfile
 from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
 from srgan_deploy.cache import cache_dir
-from srgan_deploy.errors import EngineError, ShapeError
+from srgan_deploy.errors import BackendUnavailableError, EngineError, ShapeError
 from srgan_deploy.gpu.inflight import SlotPipeline
 from srgan_deploy.sources import EngineLoader
 
@@ -58,7 +58,11 @@ class TensorRTBackend(Backend[TensorRTOptions]):
             return False, why
         if not has_cuda_python():
             return False, f"{why}, but {INSTALL_HINT}"
-        if cuda_device_count() == 0:
+        try:
+            count = cuda_device_count()
+        except BackendUnavailableError as exc:  # e.g. a driver too old for this cuda-python
+            return False, f"{why}, but {exc}"
+        if count == 0:
             return False, f"{why}, but no CUDA GPU is visible"
         return True, why
 
@@ -69,9 +73,11 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         return self.artifact.profile
 
     def _open(self) -> None:
-        from srgan_deploy.gpu.inflight import CudaSlot, TensorRTCompute
+        from srgan_deploy.gpu.cuda_rt import set_device
+        from srgan_deploy.gpu.inflight import CudaSlot, TensorRTCompute, close_all
         from srgan_deploy.gpu.trt_runtime import import_flavour_module, make_logger
 
+        set_device(self.options.device)  # before the runtime, contexts, streams and buffers exist
         artifact = self._load()
         if artifact.flavour != self.flavour:
             raise EngineError(f"{artifact.path} is a {artifact.flavour} plan; run it with -b {artifact.flavour}")
@@ -91,19 +97,26 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if names != ["input", "output"]:
             raise EngineError(f"{artifact.path} has I/O tensors {names}: not an srgan-deploy engine")
+        dtypes = [getattr(engine.get_tensor_dtype(n), "name", str(engine.get_tensor_dtype(n))) for n in names]
+        if any(d.upper() not in ("UINT8", "DATATYPE.UINT8") for d in dtypes):
+            raise EngineError(
+                f"{artifact.path} has {'/'.join(dtypes)} I/O; the runtime's buffers are uint8 (export with --io uint8)"
+            )
         self.engine = engine
         self.artifact = artifact
         self._model = artifact.config
         use_graphs = artifact.profile.is_static
-        slots = [
-            CudaSlot(
-                TensorRTCompute(self._context(engine), "input", "output", use_graphs, self._notify),
-                artifact.profile.max,
-                artifact.config.scale,
-            )
-            for _ in range(self.options.slots)
-        ]
-        self.pipeline = SlotPipeline(list(slots))
+        slots: list[Any] = []
+        try:
+            for _ in range(self.options.slots):
+                compute = TensorRTCompute(
+                    self._context(engine), "input", "output", use_graphs, self._notify, artifact.config.scale
+                )
+                slots.append(CudaSlot(compute, artifact.profile.max, artifact.config.scale))
+        except BaseException:
+            close_all(slots)  # a partly built slot list frees what it has; the original error stays first
+            raise
+        self.pipeline = SlotPipeline(slots)
         self.device_label = f"cuda {artifact.precision}"
 
     def _prepare(self, artifact: EngineArtifact) -> None:
@@ -124,15 +137,16 @@ class TensorRTBackend(Backend[TensorRTOptions]):
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         profile = self.profile
         if profile.is_static:
-            if height < profile.max[1] or width < profile.max[2]:
-                raise ShapeError(
-                    f"frame {width}x{height} is smaller than the static engine's {profile.max[2]}x{profile.max[1]} input; "
-                    "use an engine with a dynamic profile"
-                )
-            return (profile.max[1], profile.max[2])
+            if height <= profile.max[1] and width <= profile.max[2]:
+                return None  # one tile or less: _infer pads it to the engine's shape
+            return (min(height, profile.max[1]), min(width, profile.max[2]))
         tile = super()._tile_size(height, width)
-        if tile is None and (height > profile.max[1] or width > profile.max[2]):
-            return min(profile.max[1], profile.max[2])
+        max_h, max_w = profile.max[1], profile.max[2]
+        if isinstance(tile, int):
+            tile = (min(tile, max_h), min(tile, max_w))
+        if tile is None and (height > max_h or width > max_w):
+            # clamp each axis to the profile: a 1080x1920 profile tiles with 1080x1920, not 1080x1080
+            tile = (min(height, max_h), min(width, max_w))
         return tile
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
@@ -140,6 +154,12 @@ class TensorRTBackend(Backend[TensorRTOptions]):
 
         _, h, w, _ = frames.shape
         profile = self.profile
+        min_h, min_w = profile.min[1], profile.min[2]
+        if h < min_h or w < min_w:
+            # smaller than the profile allows: pad (edge pixels) to its minimum, upscale, crop back
+            padded = np.pad(frames, ((0, 0), (0, max(0, min_h - h)), (0, max(0, min_w - w)), (0, 0)), mode="edge")
+            s = self.scale
+            return np.ascontiguousarray(self._infer(padded)[:, : h * s, : w * s])
         if not profile.accepts(1, h, w):
             raise ShapeError(f"frame {w}x{h} is outside the engine profile {profile.to_list()}; use --tile")
         assert self.pipeline is not None
@@ -154,13 +174,19 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         if first is None:
             return
         first = check_frames(first)
-        if self._tile_size(first.shape[1], first.shape[2]) is not None or first.shape[0] > self.profile.max[0]:
+        profile = self.profile
+        whole = first.shape[1:3]
+        fits = profile.accepts(1, int(whole[0]), int(whole[1])) and self._tile_size(*whole) is None
+        if not fits:  # tiling or padding: frames go one call at a time
             yield self.upscale(first)
             for batch in it:
                 yield self.upscale(batch)
             return
         assert self.pipeline is not None
-        yield from self.pipeline.run(itertools.chain([first], (check_frames(b) for b in it)))
+        from srgan_deploy.gpu.inflight import run_split
+
+        # batches larger than the profile's max batch are split into slot-sized pieces, kept in flight
+        yield from run_split(self.pipeline, itertools.chain([first], (check_frames(b) for b in it)), profile.max[0])
 
     def _close(self) -> None:
         if self.pipeline is not None:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import onnx
 
 CORE_OPS = frozenset({"Conv", "PRelu", "Add", "DepthToSpace"})
+# bump when convert_core_to_fp16 changes: it names the cached fp16-core graphs, so stale ones are not reused
+CONVERTER_VERSION = 1
 
 
 def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

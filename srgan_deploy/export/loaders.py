@@ -57,5 +57,6 @@ class EngineFromOnnx:
             BuildOptions(workspace_mib=self.options.workspace_mib, notify=self.notify),
             name=model.path.stem,
             flavour=self.flavour,
+            check_deserialize=False,  # the backend deserializes it next
         )
         return EngineArtifact.from_plan(plan)

@@ -366,10 +366,10 @@ def make_spec(
 def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
     """The ONNX TensorRT parses: the fp16-core graph for fp16 (strongly typed), else the original."""
     if spec.precision == "fp16":
-        from srgan_deploy.export.fp16 import write_fp16_onnx
+        from srgan_deploy.export.fp16 import CONVERTER_VERSION, write_fp16_onnx
 
         work_dir.mkdir(parents=True, exist_ok=True)
-        target = work_dir / f"{onnx_path.stem}-{spec.onnx_sha256[:12]}-fp16core.onnx"
+        target = work_dir / f"{onnx_path.stem}-{spec.onnx_sha256[:12]}-fp16core-v{CONVERTER_VERSION}.onnx"
         if not target.exists():
             write_fp16_onnx(onnx_path, target)
         return target
@@ -399,8 +399,12 @@ def get_engine(
     options: BuildOptions | None = None,
     name: str = "srgan",
     flavour: str = "tensorrt",
+    check_deserialize: bool = True,
 ) -> tuple[Path, EngineSpec, bool]:
-    """The engine plan for these settings: from the cache when valid, else built now. Returns (plan, spec, built)."""
+    """The engine plan for these settings: from the cache when valid, else built now. Returns (plan, spec, built).
+
+    ``check_deserialize=False`` trusts a cached plan whose sidecar matches; the runtime passes it because
+    it deserializes the plan right after anyway (and says to rebuild if that fails), so it is not done twice."""
     options = options or BuildOptions()
     profile = profile or ShapeProfile.parse(None, None, None)
     flav = Flavour.load(flavour)
@@ -408,7 +412,7 @@ def get_engine(
     paths = EnginePaths.for_spec(engine_dir, spec, name)
     usable, reason = cache_status(paths, spec)
     if usable:
-        if can_deserialize(flav, paths.plan) is not False:
+        if not check_deserialize or can_deserialize(flav, paths.plan) is not False:
             return paths.plan, spec, False
         reason = f"{paths.plan.name} could not be deserialized by TensorRT {spec.tensorrt_version}"
     options.notify(f"building {flavour} engine for {', '.join(spec.targets)}: {reason}")

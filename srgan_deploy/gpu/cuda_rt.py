@@ -51,12 +51,60 @@ def check(result: tuple[Any, ...], what: str) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
+def driver_version() -> int | None:
+    """The installed NVIDIA driver's CUDA version (e.g. 12040 for 12.4), or None without a driver.
+
+    Asked of libcuda directly: the runtime answers "insufficient driver" both when there is no
+    driver at all and when it is too old, and only the driver can tell the two apart."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+            return int(version.value)
+    return None
+
+
+def bindings_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cuda-bindings")
+    except Exception:  # noqa: BLE001 - any metadata problem: just say we do not know
+        return "unknown"
+
+
 def device_count() -> int:
-    """Visible CUDA devices; 0 without cuda-python, a driver or a GPU."""
+    """Visible CUDA devices; 0 without cuda-python, an NVIDIA driver or a GPU.
+
+    A driver too old for the installed cuda-python is not "no GPU": that raises, naming both
+    versions and the fix (cuda-python 13 needs driver >= 580.65; 12.x works with older ones)."""
     if cudart is None:
         return 0
     err, count = cudart.cudaGetDeviceCount()
-    return int(count) if err == cudart.cudaError_t.cudaSuccess else 0
+    if err == cudart.cudaError_t.cudaSuccess:
+        return int(count)
+    if err == cudart.cudaError_t.cudaErrorNoDevice:
+        return 0
+    if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
+        driver = driver_version()
+        if driver is None:
+            return 0  # no NVIDIA driver on this machine at all
+        raise BackendUnavailableError(
+            f"the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, older than cuda-python "
+            f"{bindings_version()} needs; install a matching one (pip install 'cuda-python>=12,<13' for drivers "
+            "before 580.65) or update the driver"
+        )
+    name = getattr(err, "name", str(err))
+    raise BackendUnavailableError(f"CUDA cannot list GPUs ({name}); check the NVIDIA driver with nvidia-smi")
+
+
+def set_device(device: int) -> None:
+    """Make ``device`` current for this thread: streams, buffers and TensorRT contexts go there."""
+    require()
+    check(cudart.cudaSetDevice(device), "cudaSetDevice")
 
 
 @dataclass(frozen=True)
@@ -166,15 +214,27 @@ class Graph:
 
     @classmethod
     def capture(cls, stream: Stream, enqueue: Callable[[], None]) -> Graph:
+        """Capture ``enqueue``'s work on ``stream``. On any failure the captured graph is destroyed and
+        the sticky error is cleared (``cudaGetLastError``, as trtexec does), so the stream stays usable
+        for plain launches."""
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         check(cudart.cudaStreamBeginCapture(stream.raw, mode), "cudaStreamBeginCapture")
+        graph: Any = None
         try:
-            enqueue()
+            try:
+                enqueue()
+            finally:
+                err, graph = cudart.cudaStreamEndCapture(stream.raw)
+                if err != cudart.cudaError_t.cudaSuccess:
+                    graph = None
+                    raise EngineError(f"CUDA call cudaStreamEndCapture failed: {getattr(err, 'name', err)}")
+            return cls(check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate"))
+        except BaseException:
+            cudart.cudaGetLastError()  # clear the sticky capture error
+            raise
         finally:
-            graph = check(cudart.cudaStreamEndCapture(stream.raw), "cudaStreamEndCapture")
-        exec_handle = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        check(cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
-        return cls(exec_handle)
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)
 
     def launch(self, stream: Stream) -> None:
         check(cudart.cudaGraphLaunch(self._exec, stream.raw), "cudaGraphLaunch")

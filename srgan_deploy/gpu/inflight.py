@@ -68,8 +68,42 @@ class SlotPipeline:
                     slot.finish()
 
     def close(self) -> None:
-        for slot in self.slots:
-            slot.close()
+        close_all(self.slots)
+
+
+def close_all(items: Iterable[Any]) -> None:
+    """Close every item even when some fail; then raise the first failure (later ones are chained
+    as its context by Python), so no slot, buffer or stream leaks behind one bad CUDA call."""
+    first: BaseException | None = None
+    for item in items:
+        try:
+            item.close()
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised below
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+def run_split(pipeline: SlotPipeline, batches: Iterable[np.ndarray], max_batch: int) -> Iterator[np.ndarray]:
+    """Like ``pipeline.run``, for batches of any size: each is cut into pieces of at most ``max_batch``
+    frames (what a slot holds), the pieces stay in flight together, and each batch's output comes back
+    whole, in order. Why: a video job's batches vary in size (the last is short, the first may be)."""
+    sizes: deque[list[int]] = deque()
+
+    def pieces() -> Iterator[np.ndarray]:
+        for batch in batches:
+            parts = split_batches(batch, max_batch)
+            sizes.append([len(p) for p in parts])
+            yield from parts
+
+    pending: list[np.ndarray] = []
+    for out in pipeline.run(pieces()):
+        pending.append(out)
+        while sizes and len(pending) >= len(sizes[0]):
+            count = len(sizes.popleft())
+            done, pending = pending[:count], pending[count:]
+            yield done[0] if count == 1 else np.concatenate(done)
 
 
 class CudaSlot:
@@ -84,12 +118,22 @@ class CudaSlot:
         self.compute = compute
         in_bytes = b * h * w * 3
         out_bytes = in_bytes * scale * scale
-        self.stream = Stream()
-        self.event = Event()
-        self.host_in = PinnedBuffer(in_bytes)
-        self.host_out = PinnedBuffer(out_bytes)
-        self.dev_in = DeviceBuffer(in_bytes)
-        self.dev_out = DeviceBuffer(out_bytes)
+        made: list[Callable[[], None]] = []  # what to undo if a later allocation fails
+        try:
+            self.stream = Stream()
+            made.append(self.stream.destroy)
+            self.event = Event()
+            made.append(self.event.destroy)
+            self.host_in = PinnedBuffer(in_bytes)
+            made.append(self.host_in.free)
+            self.host_out = PinnedBuffer(out_bytes)
+            made.append(self.host_out.free)
+            self.dev_in = DeviceBuffer(in_bytes)
+            made.append(self.dev_in.free)
+            self.dev_out = DeviceBuffer(out_bytes)
+        except BaseException:
+            close_all(_Step(undo) for undo in reversed(made))
+            raise
         self._out_shape: tuple[int, int, int, int] | None = None
 
     def start(self, frames: np.ndarray) -> None:
@@ -118,21 +162,44 @@ class CudaSlot:
         return self.host_out.array[:count].reshape(shape).copy()
 
     def close(self) -> None:
-        self.stream.synchronize()
-        self.compute.close()
-        for item in (self.host_in, self.host_out, self.dev_in, self.dev_out):
-            item.free()
-        self.event.destroy()
-        self.stream.destroy()
+        """Wait for the stream, then free everything; a failing call does not stop the rest."""
+        steps: list[Callable[[], None]] = [
+            self.stream.synchronize,
+            self.compute.close,
+            self.host_in.free,
+            self.host_out.free,
+            self.dev_in.free,
+            self.dev_out.free,
+            self.event.destroy,
+            self.stream.destroy,
+        ]
+        close_all(_Step(step) for step in steps)
+
+
+class _Step:
+    """Adapts a cleanup call to ``close_all``'s ``close()`` protocol."""
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self.call = call
+
+    def close(self) -> None:
+        self.call()
 
 
 class TensorRTCompute:
     """A TensorRT execution context bound to one slot; CUDA-graph replay for repeated shapes."""
 
     def __init__(
-        self, context: Any, input_name: str, output_name: str, use_graphs: bool, notify: Callable[[str], None]
+        self,
+        context: Any,
+        input_name: str,
+        output_name: str,
+        use_graphs: bool,
+        notify: Callable[[str], None],
+        scale: int = 0,
     ) -> None:
         self.context = context  # made by the backend: how differs between TensorRT and TensorRT-RTX
+        self.scale = scale  # checked against the engine's output shape: a wrong one would overrun dev_out
         self.input_name = input_name
         self.output_name = output_name
         self.use_graphs = use_graphs
@@ -154,6 +221,13 @@ class TensorRTCompute:
             if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
                 raise ShapeError(
                     f"input {b}x{h}x{w} is outside the engine's profile; rebuild with larger --max-shape or use --tile"
+                )
+            s = self.scale
+            got = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
+            if s and got != (b, h * s, w * s, 3):
+                raise EngineError(
+                    f"the engine's output for a {b}x{h}x{w} input is {got}, not the x{s} the buffers hold; "
+                    "its sidecar does not match the plan: rebuild it with srgan-deploy export"
                 )
             self._shape = shape
         if self._addresses != (in_ptr, out_ptr):
