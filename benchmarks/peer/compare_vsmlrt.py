@@ -1,0 +1,179 @@
+"""Our OpenVINO backend vs vs-mlrt's OpenVINO plugin, same ONNX network, same frames, interleaved.
+
+    python -m benchmarks.peer.compare_vsmlrt --vs-python /path/to/py312-venv/bin/python [--weights W]
+
+vs-mlrt needs Python >= 3.12 (``pip install vapoursynth vapoursynth-mlrt-ov numpy av`` in its own
+venv); it runs as a worker process (benchmarks/peer/vsmlrt_worker.py) that stays warm, and this
+driver alternates between the engines round by round, so both see the same machine state. Our
+onnxruntime backend runs in the same rounds as the reference for the bf16 speed-up.
+
+Per frame: frames go one at a time (video latency), same 320x180 (or --size) content. End to end:
+our ``video`` pipeline vs a decode -> vs-mlrt -> encode script with the same decoder, encoder and
+settings (PyAV, libx264 crf 18 preset medium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_deploy.backends.options import Request
+from srgan_deploy.backends.registry import backend_for
+from srgan_deploy.bench import machine_info, parse_size
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = ROOT / "samples" / "bbb_2s_180p.mp4"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+class Worker:
+    def __init__(self, python: str) -> None:
+        self.proc = subprocess.Popen(
+            [python, str(Path(__file__).with_name("vsmlrt_worker.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **msg: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the vs-mlrt worker exited; run it by hand to see why")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def clip_frames(height: int, width: int, count: int | None) -> np.ndarray:
+    import cv2
+
+    from srgan_deploy.video import Source
+
+    source = Source(CLIP, max_frames=count)
+    frames = [f.rgb for f in source.frames(lambda p: None, print)]
+    source.close()
+    if frames[0].shape[:2] != (height, width):
+        frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vs-python", required=True)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--size", default="320x180", help="input WIDTHxHEIGHT")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--frames", type=int, default=4, help="frames per engine per round")
+    parser.add_argument("--precisions", default="bf16,fp32")
+    parser.add_argument("--video-rounds", type=int, default=3)
+    args = parser.parse_args()
+    from srgan_deploy.export.onnx import export_onnx
+    from srgan_deploy.weights import read_info
+
+    height, width = parse_size(args.size)
+    info = read_info(args.weights)
+    frames = clip_frames(height, width, 48)
+    tmp = Path(tempfile.mkdtemp(prefix="peer-"))
+    onnx = export_onnx(args.weights, tmp / "model-float32.onnx", io="float32").path  # vs-mlrt takes float NCHW
+    np.save(tmp / "frames.npy", frames)
+    report: dict[str, Any] = {"machine": machine_info(), "model": info.name, "input": [height, width], "per_frame": {}}
+    ort, _ = backend_for("onnxruntime", Request(device="cpu"), args.weights)
+    with ort:
+        ort.upscale(frames[:1])
+        for precision in args.precisions.split(","):
+            worker = Worker(args.vs_python)
+            ready = worker.ask(cmd="frames", path=str(tmp / "frames.npy"), onnx=str(onnx), precision=precision)
+            ours, _ = backend_for("openvino", Request(precision=precision), args.weights)
+            times: dict[str, list[float]] = {"ours-openvino": [], "vs-mlrt-ov": [], "ours-onnxruntime": []}
+            with ours:
+                ours.upscale(frames[:1])
+                for r in range(args.rounds):
+                    start = (r * args.frames) % (len(frames) - args.frames)
+                    order = ["ours-openvino", "vs-mlrt-ov", "ours-onnxruntime"]
+                    if r % 2:
+                        order.reverse()
+                    for engine in order:
+                        if engine == "vs-mlrt-ov":
+                            seconds = worker.ask(cmd="run", start=start, count=args.frames)["seconds"]
+                        else:
+                            backend = ours if engine == "ours-openvino" else ort
+                            t0 = time.perf_counter()
+                            for i in range(start, start + args.frames):
+                                backend.upscale(frames[i : i + 1])
+                            seconds = time.perf_counter() - t0
+                        times[engine].append(1e3 * seconds / args.frames)
+            worker.close()
+            med = {k: statistics.median(v) for k, v in times.items()}
+            report["per_frame"][precision] = {
+                "ms_per_frame_median": med,
+                "ms_per_frame_rounds": times,
+                "ours_vs_vsmlrt": med["vs-mlrt-ov"] / med["ours-openvino"],
+                "ours_openvino_vs_ours_onnxruntime": med["ours-onnxruntime"] / med["ours-openvino"],
+                "vapoursynth": ready.get("vapoursynth"),
+            }
+            print(precision, json.dumps(report["per_frame"][precision]["ms_per_frame_median"]), flush=True)
+    report["video"] = video_rounds(args, onnx, tmp)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{time.strftime('%Y-%m-%d')}-vm-peer-vsmlrt-{info.name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
+    print(f"wrote {path}")
+
+
+def video_rounds(args: argparse.Namespace, onnx: Path, tmp: Path) -> dict[str, Any]:
+    """Whole clip, bf16 both sides: our video command's pipeline vs decode -> vs-mlrt -> encode."""
+    from srgan_deploy.pipeline import VideoJob, upscale_video
+    from srgan_deploy.video import EncodeOptions
+
+    if args.video_rounds < 1:
+        return {}
+    worker = Worker(args.vs_python)
+    ours, _ = backend_for("openvino", Request(precision="bf16"), args.weights)
+    seconds: dict[str, list[float]] = {"ours-video": [], "vs-mlrt-script": [], "ours-inference-only": []}
+    frames = clip_frames(180, 320, None)  # every frame of the clip, as the video runs see
+    with ours:
+        ours.upscale(frames[:1])
+        for r in range(args.video_rounds):
+            out = tmp / f"ours-{r}.mp4"
+            t0 = time.perf_counter()
+            result = upscale_video(VideoJob(CLIP, out, EncodeOptions(), overwrite=True), ours)
+            seconds["ours-video"].append(time.perf_counter() - t0)
+            reply = worker.ask(
+                cmd="video", input=str(CLIP), output=str(tmp / f"vs-{r}.mp4"), onnx=str(onnx), precision="bf16"
+            )
+            seconds["vs-mlrt-script"].append(reply["seconds"])
+            t0 = time.perf_counter()
+            for _ in ours.upscale_many(f[None] for f in frames):
+                pass
+            seconds["ours-inference-only"].append(time.perf_counter() - t0)
+    worker.close()
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return {
+        "clip": str(CLIP.relative_to(ROOT)),
+        "frames": result.frames,
+        "seconds_median": med,
+        "seconds_rounds": seconds,
+        "ours_vs_vsmlrt": med["vs-mlrt-script"] / med["ours-video"],
+        "pipeline_fraction_of_inference_only": med["ours-inference-only"] / med["ours-video"],
+    }
+
+
+if __name__ == "__main__":
+    main()
