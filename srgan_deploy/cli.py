@@ -41,30 +41,75 @@ def _stdout() -> Console:
     return Console(highlight=False)
 
 
-def handles_errors(func: F) -> F:
-    """Turn library errors into one clear line and an exit code; keep tracebacks behind --debug.
+def _debug_requested(ctx: Any) -> bool:
+    """--debug lives on the root context's obj. Duck-typed: typer may hand a command a context that is
+    not a ``typer.Context`` instance (its vendored click class), and an isinstance check silently fails."""
+    find_root = getattr(ctx, "find_root", None)
+    root = find_root() if callable(find_root) else None
+    obj = getattr(root, "obj", None)
+    return bool(isinstance(obj, dict) and obj.get("debug"))
 
-    The command must take ``ctx: typer.Context`` (it carries the --debug flag).
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def handles_errors(func: F) -> F:
+    """Turn errors into one clear line and an exit code; keep tracebacks behind --debug.
+
+    Our typed errors and the standard ones a user can cause (a path that cannot be written, a value
+    that does not parse, an FFmpeg failure) exit with 2 and say what happened; anything else is a bug:
+    exit 1 with a line asking for a report. Ctrl-C exits 130.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = kwargs.get("ctx")
-        debug = bool(isinstance(ctx, typer.Context) and ctx.obj and ctx.obj.get("debug"))
+        debug = _debug_requested(kwargs.get("ctx"))
+        err = _stderr()
         try:
             return func(*args, **kwargs)
+        except typer.Exit:
+            raise
         except SrganDeployError as exc:
             if debug:
                 raise
-            _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:
                 raise
-            _stderr().print("[bold red]interrupted[/]")
+            err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except (OSError, ValueError, OverflowError, MemoryError) as exc:
+            if debug:
+                raise
+            if isinstance(exc, MemoryError):
+                detail = "out of memory; try --tile 256, a smaller input or the lite model"
+            else:
+                detail = _os_error_line(exc)
+            err.print(f"[bold red]error:[/] {escape(detail)}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
+            if debug:
+                raise
+            err.print(
+                f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(_one_line(exc))} "
+                "(a bug: please report it with the output of the same command run with --debug)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error_line(exc: BaseException) -> str:
+    """OSError with its file name and reason; FFmpeg errors (av.error.*) are OSErrors too."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or _one_line(exc)
+        name = exc.filename
+        return f"{name}: {reason}" if name else reason
+    return _one_line(exc)
 
 
 def _version_callback(value: bool) -> None:
@@ -105,6 +150,23 @@ WeightsOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 TileOpt = Annotated[int | None, typer.Option("--tile", help="Process frames in LR tiles of this size (saves memory).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")]
+MaxPixelsOpt = Annotated[
+    int | None,
+    typer.Option("--max-pixels", help="Largest input image accepted, in pixels (default 40000000 = 40 MP)."),
+]
+
+
+def _max_pixels(value: int | None) -> int:
+    from srgan_deploy.errors import ConfigError
+    from srgan_deploy.images import DEFAULT_MAX_PIXELS
+
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    if value < 1:
+        raise ConfigError(f"--max-pixels {value} must be positive")
+    return value
+
+
 PrecisionOpt = Annotated[
     str,
     typer.Option(
@@ -159,8 +221,12 @@ def upscale(
         str | None, typer.Option("--format", help="Output format: png, jpg or webp (default: as input).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
-    """Upscale images 4x. Folders are searched recursively; alpha is kept (upscaled bicubically)."""
+    """Upscale images 4x. Folders are searched recursively; alpha is kept (upscaled bicubically).
+
+    A file that cannot be read or written is reported and skipped; the run ends with a summary and
+    exit code 2 if any failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from srgan_deploy.upscale import plan_jobs, upscale_files
@@ -190,7 +256,20 @@ def upscale(
                 markup=False,
             )
 
-        upscale_files(jobs, engine, done)
+        def failed(failure: Any) -> None:
+            progress.advance(task)
+            if len(jobs) > 1:
+                err.print(f"[yellow]skipped:[/] {escape(failure.message)}", soft_wrap=True)
+
+        failures = upscale_files(jobs, engine, done, _max_pixels(max_pixels), failed)
+    if failures:
+        from srgan_deploy.errors import InputFileError
+
+        if len(jobs) == 1:
+            raise InputFileError(failures[0].message)
+        raise InputFileError(
+            f"{len(failures)} of {len(jobs)} images failed (listed above); the other {len(jobs) - len(failures)} were written"
+        )
 
 
 @app.command()
@@ -518,9 +597,23 @@ def eval_cmd(
         from srgan_deploy.errors import InputFileError
 
         raise InputFileError(f"{folder} is not a folder of images")
+    if limit is not None and limit < 1:
+        from srgan_deploy.errors import ConfigError
+
+        raise ConfigError(f"--limit {limit} must be at least 1 (leave it out for every image)")
+    if json_out is not None:
+        from srgan_deploy.bench import check_output_file
+
+        check_output_file(json_out, "--json")
     engine, choice = _backend(backend, weights, device, tile, threads, precision)
     with _opened(engine, choice):
-        report = evaluate(folder, lambda img: engine.upscale(img[None])[0], engine.scale, limit=limit)
+        report = evaluate(
+            folder,
+            lambda img: engine.upscale(img[None])[0],
+            engine.scale,
+            limit=limit,
+            warn=lambda m: _stderr().print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
+        )
     report.extra["backend"] = choice.name
     if json_out:
         report.write_json(json_out)

@@ -54,7 +54,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        known: dict[str, int] = {}
+        for key, value in data.items():
+            if key not in cls.__dataclass_fields__:
+                continue
+            # exact integers only: "4.7" or 4.7 channels is a damaged file, not 4 channels
+            if isinstance(value, bool) or not (
+                isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+            ):
+                raise ConfigError(f"model config field '{key}' must be an integer, got {value!r}")
+            known[key] = int(value)
         return cls(**known)
 
     @classmethod

@@ -7,6 +7,7 @@ memory) and ``srgan-deploy eval`` (any backend) share one implementation.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from srgan_deploy.errors import InputFileError
+from srgan_deploy.errors import ConfigError, InputFileError
 from srgan_deploy.images import list_images, read_image, to_rgb
 from srgan_deploy.metrics import mod_crop, y_psnr_ssim
 from srgan_deploy.resize import imresize
@@ -64,7 +65,18 @@ class EvalReport:
         }
 
     def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Strict JSON: a perfect reconstruction's infinite PSNR is written as null, never as Infinity."""
+        path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def lr_hr_pairs(folder: Path, scale: int, limit: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -80,9 +92,22 @@ def lr_hr_pairs(folder: Path, scale: int, limit: int | None = None) -> Iterator[
         yield path.stem, imresize(hr, 1.0 / scale), hr
 
 
-def evaluate(folder: Path, upscale: Upscaler, scale: int, limit: int | None = None, shave: int = 4) -> EvalReport:
+def evaluate(
+    folder: Path,
+    upscale: Upscaler,
+    scale: int,
+    limit: int | None = None,
+    shave: int = 4,
+    warn: Callable[[str], None] = lambda message: None,
+) -> EvalReport:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit} must be at least 1 (leave it out for every image)")
     report = EvalReport(dataset=folder.name, scale=scale, protocol=f"y-shave{shave}")
+    smallest = max(2 * shave + 8, 4 * scale)  # SSIM's 7x7 window must fit after the shave
     for name, lr, hr in lr_hr_pairs(folder, scale, limit):
+        if min(hr.shape[:2]) < smallest:
+            warn(f"skipping {name}: {hr.shape[1]}x{hr.shape[0]} is smaller than {smallest}x{smallest}, too small to score")
+            continue
         bicubic = imresize(lr, float(scale))
         sr = upscale(to_rgb(lr))
         if hr.ndim == 2:
@@ -92,4 +117,6 @@ def evaluate(folder: Path, upscale: Upscaler, scale: int, limit: int | None = No
         b = y_psnr_ssim(hr, bicubic, shave)
         m = y_psnr_ssim(hr, sr, shave)
         report.images.append(ImageScore(name, Score(*b), Score(*m)))
+    if not report.images:
+        raise InputFileError(f"no image in {folder} is large enough to score (at least {smallest}x{smallest} px)")
     return report

@@ -9,6 +9,111 @@ import numpy as np
 from srgan_deploy.errors import ImageReadError, InputFileError, OutputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# Input pixels accepted by default (--max-pixels): 40 MP covers every camera sensor up to 8K video frames;
+# its 4x output is 640 MP (1.9 GB as RGB), still bounded in memory with tiling. A file that claims more
+# in its header is refused before it is decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def probe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image header without decoding it: PNG, JPEG, BMP, GIF, WebP, TIFF.
+
+    Why: decoding first is what lets a 31 KB PNG claiming 16000x16000 take 19 GB. None when the
+    format is not recognised (the decoder and the size check after it still apply)."""
+    import struct
+
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return int(w), int(h)
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(int(w)), abs(int(h))
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            w, h = struct.unpack("<HH", data[6:10])
+            return int(w), int(h)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8X":
+                w = 1 + int.from_bytes(data[24:27], "little")
+                h = 1 + int.from_bytes(data[27:30], "little")
+                return w, h
+            if kind == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return int(w) & 0x3FFF, int(h) & 0x3FFF
+        if data[:2] == b"\xff\xd8":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = data[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                    i += 2
+                    continue
+                length = int.from_bytes(data[i + 2 : i + 4], "big")
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                    return int(w), int(h)
+                i += 2 + length
+            return None
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            end = "<" if data[:2] == b"II" else ">"
+            offset = struct.unpack(end + "I", data[4:8])[0]
+            count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+            size: dict[int, int] = {}
+            for k in range(count):
+                entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+                tag, kind = struct.unpack(end + "HH", entry[:4])
+                if tag in (256, 257):
+                    size[tag] = struct.unpack(end + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
+            if 256 in size and 257 in size:
+                return int(size[256]), int(size[257])
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of a JPEG, 1 when absent. Phones store portrait shots as
+    landscape pixels plus this tag; ignoring it puts the picture on its side."""
+    import struct
+
+    start = data.find(b"Exif\x00\x00", 0, 65536)
+    if start < 0 or data[:2] != b"\xff\xd8":
+        return 1
+    tiff = start + 6
+    try:
+        end = "<" if data[tiff : tiff + 2] == b"II" else ">"
+        offset = tiff + struct.unpack(end + "I", data[tiff + 4 : tiff + 8])[0]
+        count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+        for k in range(count):
+            entry = offset + 2 + 12 * k
+            tag = struct.unpack(end + "H", data[entry : entry + 2])[0]
+            if tag == 0x0112:
+                value = int(struct.unpack(end + "H", data[entry + 8 : entry + 10])[0])
+                return value if 1 <= value <= 8 else 1
+    except (struct.error, IndexError):
+        return 1
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as the viewer should see them for EXIF orientation 1-8."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(image)) if op else image
 
 
 def list_images(path: Path, recursive: bool = True) -> list[Path]:
@@ -21,21 +126,30 @@ def list_images(path: Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """HxWx3 RGB, HxWx4 RGBA or HxW grey uint8. 16-bit images are reduced to 8 bits."""
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """HxWx3 RGB, HxWx4 RGBA or HxW grey uint8, EXIF orientation applied. 16-bit images are reduced to
+    8 bits. Files whose header claims more than ``max_pixels`` are refused before decoding."""
     import cv2
 
     if not path.exists():
         raise InputFileError(f"no such file: {path}")
     if path.is_dir():
         raise InputFileError(f"expected an image file, got a folder: {path}")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise InputFileError(f"{path} is not a regular file")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"cannot read {path}: {exc.strerror}") from exc
+    header = data[:262144].tobytes()
+    size = probe_size(header)
+    if size is not None:
+        check_pixels(path, size[0], size[1], max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageReadError(f"cannot decode {path}: not an image or corrupt (supported: png, jpg, webp, bmp, tiff)")
+    check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    image = apply_orientation(image, exif_orientation(header))
     if image.dtype == np.uint16:
         image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -46,6 +160,16 @@ def read_image(path: Path) -> np.ndarray:
         code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(image, code)
     return np.ascontiguousarray(image)
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageReadError(f"{path} has an empty {width}x{height} picture")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{path} is {width}x{height} = {width * height / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit; "
+            "raise it with --max-pixels if you mean it (it is processed in tiles)"
+        )
 
 
 def write_image(path: Path, image: np.ndarray) -> None:

@@ -11,6 +11,7 @@ never leaves a truncated file where the output should be.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import signal
@@ -51,10 +52,10 @@ class VideoJob:
             raise ConfigError("--batch and the queue size must be >= 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError("--max-frames must be >= 1")
-        if self.duration is not None and self.duration <= 0:
-            raise ConfigError("--duration must be positive")
-        if self.start is not None and self.start < 0:
-            raise ConfigError("--start must be >= 0")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise ConfigError(f"--duration {self.duration} must be a positive number of seconds")
+        if self.start is not None and not (math.isfinite(self.start) and self.start >= 0):
+            raise ConfigError(f"--start {self.start} must be a number of seconds >= 0")
 
 
 @dataclass

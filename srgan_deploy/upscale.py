@@ -11,7 +11,7 @@ import numpy as np
 
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import InputFileError, OutputError, OutputExistsError
-from srgan_deploy.images import IMAGE_SUFFIXES, list_images, read_image, write_image
+from srgan_deploy.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images, read_image, write_image
 
 WRITABLE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -70,18 +70,37 @@ def upscale_image(backend: Backend[Any], image: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Failure:
+    job: Job
+    message: str
+
+
 def upscale_files(
     jobs: list[Job],
     backend: Backend[Any],
     on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None,
-) -> None:
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> list[Failure]:
+    """Upscale every job. A file that cannot be read, decoded or written is reported and skipped, so one
+    bad image in a folder of thousands does not throw away the rest; the failures are returned."""
+    failures: list[Failure] = []
     for job in jobs:
-        image = read_image(job.source)
-        out = upscale_image(backend, image)
         try:
-            job.target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {job.target.parent}: {exc.strerror}") from exc
-        write_image(job.target, out)
+            image = read_image(job.source, max_pixels)
+            out = upscale_image(backend, image)
+            try:
+                job.target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create {job.target.parent}: {exc.strerror}") from exc
+            write_image(job.target, out)
+        except (InputFileError, OutputError) as exc:  # ImageReadError is an InputFileError
+            failure = Failure(job, str(exc))
+            failures.append(failure)
+            if on_failure:
+                on_failure(failure)
+            continue
         if on_done:
             on_done(job, image.shape[:2], out.shape[:2])
+    return failures

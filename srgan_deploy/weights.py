@@ -182,6 +182,15 @@ def load_generator(weights: str | Path | None = None) -> tuple[Generator, Weight
                 f"{info.path}: tensor {key} has shape {tuple(state[key].shape)}, config needs {tuple(tensor.shape)}"
             )
         if tensor.is_floating_point():
+            if not state[key].is_floating_point():
+                raise WeightsError(
+                    f"{info.path}: tensor {key} is {state[key].dtype}, not floating point; the file is not generator weights"
+                )
             state[key] = state[key].to(torch.float32)
+            if not bool(torch.isfinite(state[key]).all()):
+                raise WeightsError(
+                    f"{info.path}: tensor {key} holds NaN or infinite values (a diverged training run?); "
+                    "use an earlier checkpoint"
+                )
     generator.load_state_dict(state)
     return generator.eval(), info

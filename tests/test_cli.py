@@ -102,8 +102,12 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, image_dir: Path, ar
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--debug", "upscale", str(tmp_path / "x.png"), "-o", str(tmp_path)])
+    from srgan_deploy.errors import InputFileError
+
     assert result.exit_code != 0
-    assert result.exception is not None  # re-raised instead of turned into a line
+    assert isinstance(result.exception, InputFileError)  # re-raised (a traceback), not turned into a line
+    plain = runner.invoke(app, ["upscale", str(tmp_path / "x.png"), "-o", str(tmp_path)])
+    assert isinstance(plain.exception, SystemExit) and plain.exit_code == 2
 
 
 def test_info_json_reports_backends_and_default_model() -> None:

@@ -7,6 +7,7 @@ these, resolving every ``auto`` explicitly and saying so.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,12 @@ def _check_tile(tile: int | None) -> None:
 
 
 def _check_threads(threads: int | None) -> None:
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads} must be at least 1")
+    if threads is None:
+        return
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= 4 * cores:
+        # far more threads than cores only thrashes; a huge count hangs onnxruntime or crashes oneDNN
+        raise ConfigError(f"--threads {threads} must be between 1 and {4 * cores} (this machine has {cores} cores)")
 
 
 def _check_slots(slots: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,19 @@ class TrainConfig:
             raise ConfigError(f"--crop {self.crop} must be a multiple of the scale and at least {self.model.scale * 4}")
         if self.checkpoint_every < 1 or self.val_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint/validation/log intervals must be positive")
+        for name, value, low in (
+            ("--lr", self.lr, 0.0),
+            ("--lr-gamma", self.lr_gamma, 0.0),
+            ("--adv-weight", self.adv_weight, -1.0),
+            ("--pixel-weight", self.pixel_weight, -1.0),
+        ):
+            if not (math.isfinite(value) and value > low):
+                kind = "positive" if low == 0.0 else "a number >= 0"
+                raise ConfigError(f"{name} {value} must be {kind}")
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise ConfigError(f"discriminator dropout {self.d_dropout} must be in [0, 1)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads} must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
