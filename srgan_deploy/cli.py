@@ -90,7 +90,7 @@ def handles_errors(func: F) -> F:
                 detail = _os_error_line(exc)
             err.print(f"[bold red]error:[/] {escape(detail)}", soft_wrap=True)
             raise typer.Exit(2) from None
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
+        except Exception as exc:
             if debug:
                 raise
             err.print(

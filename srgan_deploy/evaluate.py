@@ -106,7 +106,9 @@ def evaluate(
     smallest = max(2 * shave + 8, 4 * scale)  # SSIM's 7x7 window must fit after the shave
     for name, lr, hr in lr_hr_pairs(folder, scale, limit):
         if min(hr.shape[:2]) < smallest:
-            warn(f"skipping {name}: {hr.shape[1]}x{hr.shape[0]} is smaller than {smallest}x{smallest}, too small to score")
+            warn(
+                f"skipping {name}: {hr.shape[1]}x{hr.shape[0]} is smaller than {smallest}x{smallest}, too small to score"
+            )
             continue
         bicubic = imresize(lr, float(scale))
         sr = upscale(to_rgb(lr))

@@ -10,17 +10,14 @@ never leaves a truncated file where the output should be.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import av
@@ -28,6 +25,7 @@ import numpy as np
 
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
+from srgan_deploy.interrupts import sigterm_as_interrupt
 from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
 
 _END = object()
@@ -126,23 +124,6 @@ def check_paths(job: VideoJob) -> str:
     if not job.target.parent.exists():
         raise OutputError(f"output folder {job.target.parent} does not exist")
     return fmt
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C (cleanup runs); only possible from the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:

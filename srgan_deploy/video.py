@@ -52,7 +52,9 @@ class EncodeOptions:
     def __post_init__(self) -> None:
         """Checked before any decoding: a bad value found by the encoder would waste the whole run."""
         if self.crf is not None and not 0 <= self.crf <= 63:
-            raise ConfigError(f"--crf {self.crf} is out of range; use 0 (lossless) to 51 (x264/x265) or 63 (VP9), 18 is the default")
+            raise ConfigError(
+                f"--crf {self.crf} is out of range; use 0 (lossless) to 51 (x264/x265) or 63 (VP9), 18 is the default"
+            )
         if self.preset is not None and not self.preset.replace("-", "").isalnum():
             raise ConfigError(f"--preset '{self.preset}' is not a preset name (e.g. ultrafast, fast, medium, slow)")
         import av
@@ -60,7 +62,9 @@ class EncodeOptions:
         try:
             av.VideoFormat(self.pix_fmt)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"--pix-fmt '{self.pix_fmt}' is not a pixel format FFmpeg knows; use yuv420p, yuv444p or yuv420p10le") from exc
+            raise ConfigError(
+                f"--pix-fmt '{self.pix_fmt}' is not a pixel format FFmpeg knows; use yuv420p, yuv444p or yuv420p10le"
+            ) from exc
 
     def resolved_codec(self, container: str, warn: Callable[[str], None]) -> str:
         import av

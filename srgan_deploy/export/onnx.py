@@ -10,7 +10,9 @@ Two I/O layouts:
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +96,7 @@ def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {out.parent}: {exc.strerror}") from exc
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -134,6 +136,9 @@ def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"exported ONNX failed validation: {exc}") from exc
+    except BaseException:  # Ctrl-C, SIGTERM, anything: never leave a partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return OnnxArtifact(out, io, info.config.scale, info, file_sha256(out))
 
 
@@ -143,15 +148,45 @@ def read_metadata(path: Path) -> dict[str, str]:
     return read_onnx_metadata(path)
 
 
-def cached_onnx(weights: str | Path | None, cache_dir: Path, io: str = "uint8") -> Path:
-    """The ONNX for these weights in the cache, exported on first use (keyed by the weights' sha256)."""
+def cached_onnx(
+    weights: str | Path | None, cache_dir: Path, io: str = "uint8", notify: Callable[[str], None] | None = None
+) -> Path:
+    """The ONNX for these weights in the cache, exported on first use (keyed by the weights' sha256).
+
+    A cached file that is empty, truncated or not ours (an interrupted copy, a full disk) is
+    re-exported with a message, instead of breaking every run until someone deletes it by hand."""
     from srgan_deploy.weights import read_info
 
     info = read_info(weights)
     path = cache_dir / "onnx" / f"{info.name}-{info.sha256[:16]}-{io}-opset{OPSET}-g{GRAPH_VERSION}.onnx"
-    if not path.exists():
-        export_onnx(info.path, path, io=io)
+    if path.exists():
+        problem = _cached_problem(path, info.sha256)
+        if problem is None:
+            return path
+        (notify or _warn)(f"re-exporting the cached ONNX {path.name}: {problem}")
+        path.unlink(missing_ok=True)
+    export_onnx(info.path, path, io=io)
     return path
+
+
+def _cached_problem(path: Path, weights_sha256: str) -> str | None:
+    if path.stat().st_size == 0:
+        return "it is empty"
+    try:
+        meta = read_metadata(path)
+    except ExportError:
+        return "it is truncated or unreadable"
+    if meta.get("srgan_deploy.weights_sha256") != weights_sha256:
+        return "it is damaged or was exported from other weights"
+    if meta.get("srgan_deploy.graph_version") != str(GRAPH_VERSION):
+        return "it was exported by another version"
+    return None
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"srgan-deploy: {message}", file=sys.stderr)
 
 
 def onnx_input_is_uint8(path: Path) -> bool:

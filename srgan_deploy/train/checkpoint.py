@@ -7,6 +7,7 @@ optimizer moments, scheduler, step and RNG, and is read with
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,19 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Atomic: a full disk or a kill mid-write leaves the previous checkpoint intact and no temp file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}; free disk space and continue with --resume"
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from srgan_deploy.errors import Interrupted, TrainingError
+from srgan_deploy.errors import InputFileError, Interrupted, TrainingError
 from srgan_deploy.evaluate import evaluate
+from srgan_deploy.interrupts import sigterm_as_interrupt
 from srgan_deploy.models import Discriminator, Generator
 from srgan_deploy.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from srgan_deploy.train.config import TrainConfig
@@ -315,14 +316,49 @@ def run_training(
     dist_info: DistInfo | None = None,
 ) -> TrainResult:
     """Train to ``config.steps``; checkpoint every N steps and on Ctrl-C (then raise ``Interrupted``)."""
+    check_folders(config)  # before anything slow: a bad --val must not surface after hours of training
     info = dist_info or init_distributed()
     trainer = Trainer(config, info, resume=resume, warn=warn)
     if info.is_main:
         config.out.mkdir(parents=True, exist_ok=True)
         (config.out / "train_config.json").write_text(config.to_json() + "\n")
     losses: dict[str, float] = {}
-    window_start, window_steps = time.perf_counter(), 0
     try:
+        with sigterm_as_interrupt():  # SIGTERM checkpoints like Ctrl-C
+            losses = _train_until_done(trainer, config, info, progress)
+    except KeyboardInterrupt:
+        trainer.save()
+        shutdown(info)
+        raise Interrupted(
+            f"interrupted at step {trainer.step}; checkpoint saved in {config.out}, continue with --resume"
+        ) from None
+    weights = trainer.save()
+    shutdown(info)
+    return TrainResult(trainer.step, losses, trainer.val_metrics, weights, trainer.elapsed)
+
+
+def check_folders(config: TrainConfig) -> None:
+    from srgan_deploy.images import list_images
+
+    if not config.data.is_dir():
+        raise InputFileError(f"--data {config.data} is not a folder")
+    if config.val is not None:
+        if not config.val.is_dir():
+            raise InputFileError(f"--val {config.val} is not a folder of images")
+        if not list_images(config.val):
+            raise InputFileError(f"--val {config.val} holds no images (png/jpg/webp/bmp/tiff)")
+
+
+def _train_until_done(
+    trainer: Trainer,
+    config: TrainConfig,
+    info: DistInfo,
+    progress: Callable[[int, int, dict[str, float], float], None] | None,
+) -> dict[str, float]:
+    """Steps until ``config.steps``, logging, validating and checkpointing on schedule; the last losses."""
+    losses: dict[str, float] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    if True:
         while trainer.step < config.steps:
             t0 = time.perf_counter()
             losses = trainer.train_step()
@@ -343,12 +379,4 @@ def run_training(
                 barrier(info)
             if trainer.step % config.checkpoint_every == 0:
                 trainer.save()
-    except KeyboardInterrupt:
-        trainer.save()
-        shutdown(info)
-        raise Interrupted(
-            f"interrupted at step {trainer.step}; checkpoint saved in {config.out}, continue with --resume"
-        ) from None
-    weights = trainer.save()
-    shutdown(info)
-    return TrainResult(trainer.step, losses, trainer.val_metrics, weights, trainer.elapsed)
+    return losses
