@@ -233,6 +233,8 @@ class Source:
         end_pts = round(self.end / tb) if self.end is not None else None
         last_pts: int | None = None
         last_seconds = 0.0
+        offset = retimed = resized = 0
+        first_size: tuple[int, int] | None = None
         fallback_step = round(1 / (self.info.rate * tb)) if self.info.rate else 1
         streams = [self.video, *self.side_streams]
         done = False
@@ -266,8 +268,18 @@ class Source:
                 if end_pts is not None and pts >= end_pts:
                     done = True
                     break
+                pts += offset
                 if last_pts is not None and pts <= last_pts:
-                    continue  # duplicate / non-monotonic timestamp: drop, the muxer would reject it
+                    # timestamps went back (concatenated streams restart at 0, broken muxers repeat):
+                    # keep the frame, re-timed one frame after the last; the muxer needs increasing pts
+                    offset += last_pts + fallback_step - pts
+                    pts = last_pts + fallback_step
+                    retimed += 1
+                    if retimed == 1:
+                        warn(
+                            f"timestamps in {self.path.name} go backwards after {last_seconds:.2f} s; "
+                            "following frames are re-timed to continue (none are dropped)"
+                        )
                 last_pts = pts
                 last_seconds = float(pts * tb)
                 if self.stats.frames == 0:
@@ -275,6 +287,20 @@ class Source:
                 rgb = frame.reformat(
                     format="rgb24", src_colorspace=self.matrix, dst_colorspace=self.matrix
                 ).to_ndarray()
+                if first_size is None:
+                    first_size = (rgb.shape[0], rgb.shape[1])
+                elif (rgb.shape[0], rgb.shape[1]) != first_size:
+                    # one output needs one frame size: rescale to the first frame's, and say so once
+                    import cv2
+
+                    resized += 1
+                    if resized == 1:
+                        warn(
+                            f"the picture size in {self.path.name} changes at {last_seconds:.2f} s from "
+                            f"{first_size[1]}x{first_size[0]} to {rgb.shape[1]}x{rgb.shape[0]}; "
+                            f"such frames are rescaled to {first_size[1]}x{first_size[0]}"
+                        )
+                    rgb = cv2.resize(rgb, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 self.stats.frames += 1
                 # copy out of FFmpeg's frame buffer, which the decoder may reuse
                 yield DecodedFrame(np.array(rgb, copy=True, order="C"), pts - start_pts)

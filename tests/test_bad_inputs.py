@@ -1,0 +1,441 @@
+"""Bad and unusual inputs across every command: one clear line, the right exit code, no traceback,
+nothing left behind; and where an output is made, that it is right.
+
+Table-driven: each case names the command line (placeholders filled from the workspace the test
+builds), the exit code, a fragment the one error line must contain, and optional checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from srgan_deploy.cli import app
+from srgan_deploy.weights import save_generator
+from tests.clips import make_clip
+from tests.conftest import make_generator, smooth_image
+
+runner = CliRunner()
+
+
+# ----------------------------------------------------------------------------- the workspace
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims a huge picture (the IDAT is a stub)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A JPEG whose EXIF says how to turn it (what phones write for portrait shots)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    assert ok
+    data = buf.tobytes()
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1
+    return data[:2] + segment + data[2:]
+
+
+@dataclass
+class Workspace:
+    root: Path
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def fill(self, args: list[str]) -> list[str]:
+        return [a.format(**self.paths) for a in args]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Workspace:
+    root = tmp_path_factory.mktemp("bad")
+    p: dict[str, str] = {"D": str(root), "W": str(tiny_weights)}
+    image = smooth_image(20, 24, 1)
+    good = root / "good.png"
+    cv2.imwrite(str(good), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    p["IMG"] = str(good)
+    (root / "text.png").write_text("not an image")
+    p["TEXT_PNG"] = str(root / "text.png")
+    (root / "empty.png").write_bytes(b"")
+    p["EMPTY_PNG"] = str(root / "empty.png")
+    data = good.read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    p["TRUNC_PNG"] = str(root / "truncated.png")
+    (root / "huge.png").write_bytes(png_claiming(60000, 60000))
+    p["HUGE_PNG"] = str(root / "huge.png")
+    (root / "big1bit.png").write_bytes(png_claiming(16000, 16000))
+    p["BIG_PNG"] = str(root / "big1bit.png")
+    fifo = root / "fifo.png"
+    os.mkfifo(fifo)
+    p["FIFO"] = str(fifo)
+    (root / "emptydir").mkdir()
+    p["EMPTY_DIR"] = str(root / "emptydir")
+    mixed = root / "mixed"
+    mixed.mkdir()
+    for name in ("a.png", "c.png"):
+        cv2.imwrite(str(mixed / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    (mixed / "b.png").write_text("broken")
+    p["MIXED"] = str(mixed)
+    tiny = root / "one-pixel.png"
+    cv2.imwrite(str(tiny), np.full((1, 1, 3), 128, np.uint8))
+    p["ONE_PX"] = str(tiny)
+    deep = root / "deep16.png"
+    cv2.imwrite(str(deep), (smooth_image(12, 10, 2).astype(np.uint16) * 257))
+    p["PNG16"] = str(deep)
+    portrait = smooth_image(16, 24, 3)  # stored landscape 24x16, EXIF says rotate 90 degrees
+    (root / "phone.jpg").write_bytes(jpeg_with_orientation(portrait, 6))
+    p["PHONE"] = str(root / "phone.jpg")
+    (root / "weird [bold]x name[rtx].png").write_bytes(data)
+    p["BRACKETS"] = str(root / "weird [bold]x name[rtx].png")
+    (root / "a-file").write_text("x")
+    p["A_FILE"] = str(root / "a-file")
+    # weights: corrupt, NaN, integer tensors, fractional config
+    (root / "corrupt.safetensors").write_bytes(b"\x00" * 64)
+    p["CORRUPT_W"] = str(root / "corrupt.safetensors")
+    import torch
+
+    g = make_generator()
+    with torch.no_grad():
+        next(iter(g.parameters())).fill_(float("nan"))
+    save_generator(g, root / "nan.safetensors", {"name": "nan"})
+    p["NAN_W"] = str(root / "nan.safetensors")
+    p["FRACTION_W"] = str(_weights_with_config(tiny_weights, root / "fraction.safetensors", channels=8.7))
+    (root / "zero.onnx").write_bytes(b"")
+    p["ZERO_ONNX"] = str(root / "zero.onnx")
+    (root / "lonely.plan").write_bytes(b"PLAN")
+    p["LONELY_PLAN"] = str(root / "lonely.plan")
+    # videos
+    p["CLIP"] = str(make_clip(root / "clip.mp4", frames=12))
+    (root / "existing.mp4").write_bytes(Path(p["CLIP"]).read_bytes())
+    p["EXISTING_MP4"] = str(root / "existing.mp4")
+    (root / "text.mp4").write_text("not a video")
+    p["TEXT_MP4"] = str(root / "text.mp4")
+    (root / "empty.mp4").write_bytes(b"")
+    p["EMPTY_MP4"] = str(root / "empty.mp4")
+    audio_only = root / "audio.m4a"
+    _audio_only(audio_only)
+    p["AUDIO_ONLY"] = str(audio_only)
+    joined = root / "joined.ts"  # two .ts files back to back: timestamps restart, picture size changes
+    first = make_clip(root / "part1.ts", width=64, height=48, frames=10, audio=False, fmt="mpegts")
+    second = make_clip(root / "part2.ts", width=48, height=32, frames=10, audio=False, fmt="mpegts")
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    p["JOINED_TS"] = str(joined)
+    # eval folders
+    flat = root / "flat"
+    flat.mkdir()
+    cv2.imwrite(str(flat / "grey.png"), np.full((48, 48, 3), 90, np.uint8))
+    p["FLAT_DIR"] = str(flat)
+    small = root / "small"
+    small.mkdir()
+    cv2.imwrite(str(small / "s.png"), np.full((6, 6, 3), 90, np.uint8))
+    p["SMALL_DIR"] = str(small)
+    train = root / "train"
+    train.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(train / f"t{i}.png"), cv2.cvtColor(smooth_image(48, 48, i), cv2.COLOR_RGB2BGR))
+    p["TRAIN"] = str(train)
+    return Workspace(root, p)
+
+
+def _weights_with_config(source: Path, target: Path, **config: Any) -> Path:
+    """Copy of a safetensors file whose metadata config is edited (header rewritten, tensors kept)."""
+    data = source.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    model = json.loads(header["__metadata__"]["config"])
+    model.update(config)
+    header["__metadata__"]["config"] = json.dumps(model)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    target.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return target
+
+
+def _audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=44100)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "stereo"
+        samples = np.zeros((2, 44100 // 2), np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+# ----------------------------------------------------------------------------- the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str]
+    message: str  # must be in the one error line (or, for code 0, in stderr/stdout)
+    code: int = 2
+    check: Callable[[Workspace, Path], None] | None = None
+
+
+def _out(ws: Workspace, case: str) -> Path:
+    return ws.root / f"out-{case}"
+
+
+def _video_ok(frames: int, size: tuple[int, int]) -> Callable[[Workspace, Path], None]:
+    def check(ws: Workspace, out: Path) -> None:
+        with av.open(str(out)) as c:
+            stream = c.streams.video[0]
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+            pts = [f.pts for f in av.open(str(out)).decode(video=0)]
+        assert len(decoded) == frames
+        assert decoded[0].shape[:2] == size
+        assert pts == sorted(pts) and len(set(pts)) == len(pts)  # strictly increasing timestamps
+
+    return check
+
+
+def _image_ok(name: str, shape: tuple[int, ...]) -> Callable[[Workspace, Path], None]:
+    def check(ws: Workspace, out: Path) -> None:
+        image = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert image is not None and image.shape == shape
+
+    return check
+
+
+def _mixed_folder(ws: Workspace, out: Path) -> None:
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]  # the good ones were still written
+
+
+def _phone(ws: Workspace, out: Path) -> None:
+    image = cv2.imread(str(out / "phone.jpg"))
+    assert image.shape[:2] == (96, 64)  # portrait: the EXIF rotation was applied (stored 64x96 landscape)
+
+
+def _eval_json(ws: Workspace, out: Path) -> None:
+    text = (ws.root / "flat.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text)
+
+
+UP = ["upscale", "-w", "{W}", "-b", "torch"]
+VID = ["video", "-w", "{W}", "-b", "torch"]
+
+CASES = [
+    # ------------------------------------------------------------------ upscale: inputs
+    Case("up-missing", [*UP, "{D}/nope.png", "-o", "{OUT}"], "no such file"),
+    Case("up-empty-dir", [*UP, "{EMPTY_DIR}", "-o", "{OUT}"], "no images"),
+    Case("up-text-as-png", [*UP, "{TEXT_PNG}", "-o", "{OUT}"], "cannot decode"),
+    Case("up-empty-png", [*UP, "{EMPTY_PNG}", "-o", "{OUT}"], "cannot decode"),
+    Case("up-truncated-png", [*UP, "{TRUNC_PNG}", "-o", "{OUT}"], "truncated.png"),
+    Case("up-header-60000", [*UP, "{HUGE_PNG}", "-o", "{OUT}"], "above the 40 MP limit"),
+    Case("up-header-16000", [*UP, "{BIG_PNG}", "-o", "{OUT}"], "--max-pixels"),
+    Case("up-max-pixels-small", [*UP, "{IMG}", "-o", "{OUT}", "--max-pixels", "100"], "above the 0 MP limit"),
+    Case("up-max-pixels-zero", [*UP, "{IMG}", "-o", "{OUT}", "--max-pixels", "0"], "--max-pixels 0 must be positive"),
+    Case("up-fifo", [*UP, "{FIFO}", "-o", "{OUT}"], "not a regular file"),
+    Case("up-out-is-file", [*UP, "{IMG}", "-o", "{A_FILE}"], "not a folder"),
+    Case("up-out-is-input-dir", [*UP, "{IMG}", "-o", "{D}"], "is the input itself"),
+    Case("up-format-gif", [*UP, "{IMG}", "-o", "{OUT}", "--format", "gif"], "cannot write '.gif'"),
+    Case("up-mixed-folder", [*UP, "{MIXED}", "-o", "{OUT}"], "1 of 3 images failed", check=_mixed_folder),
+    Case("up-brackets", [*UP, "{BRACKETS}", "-o", "{OUT}", "--format", "bmp"], "", code=0),
+    Case("up-one-pixel", [*UP, "{ONE_PX}", "-o", "{OUT}"], "", code=0, check=_image_ok("one-pixel.png", (4, 4, 3))),
+    Case("up-16-bit", [*UP, "{PNG16}", "-o", "{OUT}"], "", code=0, check=_image_ok("deep16.png", (48, 40, 3))),
+    Case("up-exif-rotated", [*UP, "{PHONE}", "-o", "{OUT}"], "", code=0, check=_phone),
+    # ------------------------------------------------------------------ upscale: options
+    Case("up-tile-4", [*UP, "{IMG}", "-o", "{OUT}", "--tile", "4"], "--tile 4 is too small"),
+    Case("up-threads-0", [*UP, "{IMG}", "-o", "{OUT}", "--threads", "0"], "--threads 0"),
+    Case("up-threads-neg", [*UP, "{IMG}", "-o", "{OUT}", "--threads", "-1"], "--threads -1"),
+    Case("up-threads-huge", [*UP, "{IMG}", "-o", "{OUT}", "--threads", "100000"], "--threads 100000"),
+    Case("up-backend-unknown", ["upscale", "{IMG}", "-o", "{OUT}", "-b", "warp"], "unknown backend 'warp'"),
+    Case("up-precision-fp64", [*UP, "{IMG}", "-o", "{OUT}", "--precision", "fp64"], "unknown precision 'fp64'"),
+    Case("up-torch-fp16-cpu", [*UP, "{IMG}", "-o", "{OUT}", "--precision", "fp16", "--device", "cpu"], "fp16 on CPU"),
+    Case(
+        "up-ort-bf16",
+        ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{W}", "-b", "onnxruntime", "--precision", "bf16", "--device", "cpu"],
+        "try -b openvino",
+    ),
+    Case("up-device-bad", [*UP, "{IMG}", "-o", "{OUT}", "--device", "gpu7"], "unknown device 'gpu7'"),
+    Case(
+        "up-openvino-cuda",
+        ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{W}", "-b", "openvino", "--device", "cuda"],
+        "runs on the CPU",
+    ),
+    # ------------------------------------------------------------------ weights and model files
+    Case("w-missing", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{D}/nope.safetensors"], "weights file not found"),
+    Case("w-corrupt", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{CORRUPT_W}"], "corrupt.safetensors"),
+    Case("w-nan", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{NAN_W}", "-b", "torch"], "NaN or infinite"),
+    Case("w-nan-export", ["export", "-o", "{OUT}", "-w", "{NAN_W}"], "NaN or infinite"),
+    Case("w-fractional-config", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{FRACTION_W}"], "must be an integer"),
+    Case("w-zero-onnx", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{ZERO_ONNX}", "-b", "onnxruntime"], "zero.onnx"),
+    Case("w-plan-no-sidecar", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{LONELY_PLAN}", "-b", "bicubic"], "sidecar"),
+    Case(
+        "w-plan-on-ort",
+        ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{LONELY_PLAN}", "-b", "onnxruntime"],
+        "not a TensorRT plan",
+    ),
+    Case(
+        "w-onnx-on-torch",
+        ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{ZERO_ONNX}", "-b", "torch"],
+        "runs .safetensors weights",
+    ),
+    Case("w-missing-onnx", ["upscale", "{IMG}", "-o", "{OUT}", "-w", "{D}/gone.onnx"], "gone.onnx not found"),
+    # ------------------------------------------------------------------ video
+    Case("v-missing", [*VID, "{D}/nope.mp4", "{OUT}.mp4"], "nope.mp4"),
+    Case("v-text", [*VID, "{TEXT_MP4}", "{OUT}.mp4"], "text.mp4"),
+    Case("v-empty", [*VID, "{EMPTY_MP4}", "{OUT}.mp4"], "empty.mp4"),
+    Case("v-audio-only", [*VID, "{AUDIO_ONLY}", "{OUT}.mp4"], "audio.m4a"),
+    Case("v-same-file", [*VID, "{CLIP}", "{CLIP}"], "input"),
+    Case("v-exists", [*VID, "{CLIP}", "{EXISTING_MP4}"], "--overwrite"),
+    Case("v-not-a-video-suffix", [*VID, "{CLIP}", "{IMG}"], "must end in .mp4"),
+    Case("v-crf-99", [*VID, "{CLIP}", "{OUT}.mp4", "--crf", "99"], "--crf 99"),
+    Case("v-crf-neg", [*VID, "{CLIP}", "{OUT}.mp4", "--crf", "-1"], "--crf -1"),
+    Case("v-pix-fmt", [*VID, "{CLIP}", "{OUT}.mp4", "--pix-fmt", "foo"], "--pix-fmt 'foo'"),
+    Case("v-preset", [*VID, "{CLIP}", "{OUT}.mp4", "--preset", "very fast!"], "--preset"),
+    Case("v-start-nan", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "nan"], "--start nan"),
+    Case("v-start-neg", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "-1"], "--start -1"),
+    Case("v-duration-inf", [*VID, "{CLIP}", "{OUT}.mp4", "--duration", "inf"], "--duration inf"),
+    Case("v-duration-zero", [*VID, "{CLIP}", "{OUT}.mp4", "--duration", "0"], "--duration 0"),
+    Case("v-max-frames-0", [*VID, "{CLIP}", "{OUT}.mp4", "--max-frames", "0"], "--max-frames"),
+    Case("v-batch-0", [*VID, "{CLIP}", "{OUT}.mp4", "--batch", "0"], "--batch"),
+    Case("v-codec", [*VID, "{CLIP}", "{OUT}.mp4", "--codec", "nonsense264"], "nonsense264"),
+    Case("v-container", [*VID, "{CLIP}", "{OUT}.xyz"], ".xyz"),
+    Case("v-start-past-end", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "60"], "no video frames"),
+    Case("v-threads", [*VID, "{CLIP}", "{OUT}.mp4", "--threads", "-3"], "--threads -3"),
+    Case("v-joined-ts", [*VID, "{JOINED_TS}", "{OUT}.mp4"], "", code=0, check=_video_ok(20, (192, 256))),
+    # ------------------------------------------------------------------ export
+    Case("x-format", ["export", "-o", "{OUT}", "-w", "{W}", "--format", "coreml"], "unknown --format 'coreml'"),
+    Case("x-io", ["export", "-o", "{OUT}", "-w", "{W}", "--io", "int16"], "unknown --io 'int16'"),
+    Case("x-precision", ["export", "-o", "{OUT}", "-w", "{W}", "--precision", "bf16"], "unknown --precision 'bf16'"),
+    Case("x-sm-hopper", ["export", "-o", "{OUT}", "-w", "{W}", "-f", "tensorrt-rtx", "--sm", "90"], "Hopper"),
+    Case("x-sm-without-rtx", ["export", "-o", "{OUT}", "-w", "{W}", "--sm", "89"], "--format tensorrt-rtx"),
+    Case("x-out-is-file", ["export", "-o", "{A_FILE}", "-w", "{W}"], "a-file"),
+    Case("x-shape-text", ["export", "-o", "{OUT}", "-w", "{W}", "--min-shape", "big"], "--min-shape 'big'"),
+    Case("x-shape-order", ["export", "-o", "{OUT}", "-w", "{W}", "--min-shape", "1x3x600x600"], "min <= opt <= max"),
+    Case("x-shape-channels", ["export", "-o", "{OUT}", "-w", "{W}", "--static-shape", "1x4x64x64"], "4 channels"),
+    Case("x-tensorrt-missing", ["export", "-o", "{OUT}", "-w", "{W}", "-f", "tensorrt"], "pip install"),
+    # ------------------------------------------------------------------ bench
+    Case("b-input-zero", ["bench", "-w", "{W}", "--input", "0x0"], "positive numbers"),
+    Case("b-input-text", ["bench", "-w", "{W}", "--input", "large"], "WIDTHxHEIGHT"),
+    Case("b-batch-0", ["bench", "-w", "{W}", "--batch", "0"], "--batch"),
+    Case("b-iters-0", ["bench", "-w", "{W}", "--iters", "0"], "--iters"),
+    Case("b-json-folder", ["bench", "-w", "{W}", "-b", "bicubic", "--json", "{D}"], "is a folder"),
+    Case("b-backend", ["bench", "-w", "{W}", "-b", "warp"], "unknown backend 'warp'"),
+    Case("b-output-name", ["bench", "-w", "{W}", "--output", "9999p"], "9999p"),
+    # ------------------------------------------------------------------ eval
+    Case("e-not-folder", ["eval", "{IMG}", "-w", "{W}", "-b", "torch"], "not a folder"),
+    Case("e-empty", ["eval", "{EMPTY_DIR}", "-w", "{W}", "-b", "torch"], "no images"),
+    Case("e-limit-0", ["eval", "{FLAT_DIR}", "-w", "{W}", "-b", "torch", "--limit", "0"], "--limit 0"),
+    Case("e-limit-neg", ["eval", "{FLAT_DIR}", "-w", "{W}", "-b", "torch", "--limit", "-1"], "--limit -1"),
+    Case("e-json-folder", ["eval", "{FLAT_DIR}", "-w", "{W}", "-b", "torch", "--json", "{D}"], "is a folder"),
+    Case("e-too-small", ["eval", "{SMALL_DIR}", "-w", "{W}", "-b", "torch"], "large enough"),
+    Case(
+        "e-flat-json",
+        ["eval", "{FLAT_DIR}", "-w", "{W}", "-b", "bicubic", "--json", "{D}/flat.json"],
+        "",
+        code=0,
+        check=_eval_json,
+    ),
+    # ------------------------------------------------------------------ train
+    Case("t-data-missing", ["train", "--data", "{D}/none", "--out", "{OUT}"], "--data"),
+    Case("t-val-missing", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--val", "{D}/none"], "--val"),
+    Case("t-val-empty", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--val", "{EMPTY_DIR}"], "no images"),
+    Case("t-lr-nan", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--lr", "nan"], "--lr nan"),
+    Case("t-lr-neg", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--lr", "-1"], "--lr -1"),
+    Case("t-crop", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--crop", "30"], "--crop 30"),
+    Case("t-phase", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--phase", "gan2"], "unknown phase"),
+    Case("t-loss", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--loss", "huber"], "mse or l1"),
+    Case("t-milestones", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--lr-milestones", "a,b"], "--lr-milestones"),
+    Case("t-steps-0", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--steps", "0"], "--steps"),
+    Case(
+        "t-resume-nothing",
+        [
+            "train",
+            "--data",
+            "{TRAIN}",
+            "--out",
+            "{OUT}",
+            "--resume",
+            "--crop",
+            "32",
+            "--channels",
+            "8",
+            "--blocks",
+            "1",
+        ],
+        "nothing to resume",
+    ),
+    Case("t-too-small-images", ["train", "--data", "{TRAIN}", "--out", "{OUT}"], "at least 96x96"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SRGAN_DEPLOY_CACHE", str(ws.root / "cache"))
+    out = _out(ws, case.id)
+    ws.paths["OUT"] = str(out)
+    before = _partials(ws.root)
+    result = runner.invoke(app, ws.fill(case.args))
+    stderr = result.stderr
+    assert "Traceback" not in stderr and "Traceback" not in result.stdout
+    assert result.exit_code == case.code, f"exit {result.exit_code}: {stderr[-600:]}"
+    if case.code:
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, stderr
+        assert case.message in errors[0], errors[0]
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    assert _partials(ws.root) == before, "a partial file was left behind"
+    if case.code and case.id.startswith(("up-", "x-", "w-", "v-")) and "exists" not in case.id:
+        leftovers = [
+            p for p in (out, out.with_suffix(".mp4")) if p.exists() and any(p.rglob("*") if p.is_dir() else [p])
+        ]
+        assert case.id == "up-mixed-folder" or not leftovers, f"left behind: {leftovers}"
+    if case.check is not None:
+        case.check(ws, out.with_suffix(".mp4") if case.id.startswith("v-") else out)
+
+
+def _partials(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")}
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) >= 60
+    commands = {c.args[0] for c in CASES}
+    assert commands == {"upscale", "video", "export", "bench", "eval", "train"}
+
+
+def test_info_to_a_full_device_is_one_line() -> None:
+    """stdout that cannot be written (a full disk, a closed pipe) is an error line, not a traceback."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "srgan_deploy.cli", "info"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "No space left on device" in done.stderr
