@@ -150,6 +150,13 @@ WeightsOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 TileOpt = Annotated[int | None, typer.Option("--tile", help="Process frames in LR tiles of this size (saves memory).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")]
+MemoryBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-budget",
+        help="Memory the upscaling may use, e.g. 2G or 512M (default: half the available RAM, at most 3G); decides tiling.",
+    ),
+]
 MaxPixelsOpt = Annotated[
     int | None,
     typer.Option("--max-pixels", help="Largest input image accepted, in pixels (default 40000000 = 40 MP)."),
@@ -184,14 +191,18 @@ def _backend(
     threads: int | None,
     precision: str = "auto",
     slots: int = 2,
+    memory_budget: str | None = None,
 ) -> tuple[Any, Any]:
     """Resolve the model source (at the edge) and the backend; nothing is loaded until it is opened."""
     from srgan_deploy.backends.options import Request
     from srgan_deploy.backends.registry import choose, create
+    from srgan_deploy.memory import parse_budget
     from srgan_deploy.sources import model_source
 
     source = model_source(weights)
-    choice = choose(name, Request(device=device, precision=precision, tile=tile, threads=threads, slots=slots))
+    budget = parse_budget(memory_budget) if memory_budget is not None else None
+    request = Request(device=device, precision=precision, tile=tile, threads=threads, slots=slots, memory_budget=budget)
+    choice = choose(name, request)
     return create(choice, source, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False)), choice
 
 
@@ -217,6 +228,7 @@ def upscale(
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",
+    memory_budget: MemoryBudgetOpt = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format: png, jpg or webp (default: as input).")
     ] = None,
@@ -233,7 +245,7 @@ def upscale(
 
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     jobs = plan_jobs(inputs, out_dir, overwrite=overwrite, suffix=suffix)
-    engine, choice = _backend(backend, weights, device, tile, threads, precision)
+    engine, choice = _backend(backend, weights, device, tile, threads, precision, memory_budget=memory_budget)
     err = _stderr()
     with (
         _opened(engine, choice),
@@ -493,6 +505,7 @@ def video(
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",
+    memory_budget: MemoryBudgetOpt = None,
     codec: Annotated[
         str, typer.Option("--codec", help="libx264 (default), libx265/hevc, h264_nvenc, hevc_nvenc, libvpx-vp9.")
     ] = "libx264",
@@ -534,7 +547,7 @@ def video(
         overwrite=overwrite,
     )
     check_paths(job)
-    engine, choice = _backend(backend, weights, device, tile, threads, precision, slots)
+    engine, choice = _backend(backend, weights, device, tile, threads, precision, slots, memory_budget)
     if side_by_side:
         from srgan_deploy.sources import model_name, model_source
 
@@ -585,6 +598,7 @@ def eval_cmd(
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",
+    memory_budget: MemoryBudgetOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
 ) -> None:
@@ -605,7 +619,7 @@ def eval_cmd(
         from srgan_deploy.bench import check_output_file
 
         check_output_file(json_out, "--json")
-    engine, choice = _backend(backend, weights, device, tile, threads, precision)
+    engine, choice = _backend(backend, weights, device, tile, threads, precision, memory_budget=memory_budget)
     with _opened(engine, choice):
         report = evaluate(
             folder,

@@ -5,6 +5,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -335,23 +336,37 @@ def test_zero_stride_batch_views_are_normalised() -> None:
     assert check_frames(view).strides == (105, 21, 3, 1)
 
 
-def test_huge_frames_are_tiled_automatically(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import srgan_deploy.backends.base as base  # the auto-tile limits are read there
+def test_the_memory_budget_bounds_tiles_and_tile_batches(tiny_weights: Path) -> None:
+    """A small budget: the planner's tile and batch fit it, and the stitched output equals the untiled one."""
+    frames = frames_of((1, 70, 93))
+    with make_backend("torch", str(tiny_weights), device="cpu", memory_budget=2**30) as whole:
+        reference = whole.upscale(frames)
+        per_pixel = whole.bytes_per_pixel
+    cases = (  # (budget, user tile, planned tile, tiles per call)
+        (10 * 2**20, None, None, 1),  # the whole 70x93 frame needs 8.3 MiB: fits
+        (6 * 2**20, None, (48, 93), 1),  # not in 6 MiB: two tiles (the fewest computed pixels that fit)
+        (6 * 2**20, 32, (32, 32), 4),  # a user tile: the budget decides how many go into one call
+    )
+    for budget, user_tile, tile, batch in cases:
+        calls: list[tuple[int, ...]] = []
+        with make_backend("torch", str(tiny_weights), device="cpu", memory_budget=budget, tile=user_tile) as backend:
+            chosen = backend.memory_plan(70, 93)
+            inner = backend._infer
 
-    monkeypatch.setattr(base, "AUTO_TILE_PIXELS", 40 * 40)
-    monkeypatch.setattr(base, "AUTO_TILE", 32)
-    calls: list[tuple[int, ...]] = []
-    with make_backend("torch", str(tiny_weights), device="cpu") as backend:
-        inner = backend._infer
+            def spy(batch_frames: np.ndarray, inner: Any = inner, calls: list[Any] = calls) -> np.ndarray:
+                calls.append(batch_frames.shape)
+                return inner(batch_frames)
 
-        def spy(frames: np.ndarray) -> np.ndarray:
-            calls.append(frames.shape)
-            return inner(frames)
-
-        backend._infer = spy  # type: ignore[method-assign]
-        out = backend.upscale(frames_of((1, 50, 61)))
-    assert out.shape == (1, 200, 244, 3)
-    assert calls and all(shape[1:3] == (32, 32) for shape in calls)
+            backend._infer = spy  # type: ignore[method-assign]
+            out = backend.upscale(frames)
+        assert (chosen.tile, chosen.batch) == (tile, batch), (budget, chosen)
+        if tile is None:
+            assert calls == [frames.shape]
+        else:
+            assert all(c[1:3] == tile for c in calls)
+            assert max(c[0] for c in calls) == batch
+            assert batch * tile[0] * tile[1] * per_pixel <= budget
+        assert np.array_equal(out, reference)
 
 
 def test_onnxruntime_execution_providers_follow_what_is_installed(

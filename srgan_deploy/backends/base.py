@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from srgan_deploy.backends.options import AUTO_TILE, AUTO_TILE_PIXELS
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendStateError, ShapeError
+from srgan_deploy.memory import MAX_TILE_BATCH, MemoryPlan, bytes_per_pixel, default_budget, plan
 
 O = TypeVar("O")  # noqa: E741 - the options dataclass of a backend
 
@@ -110,18 +110,75 @@ class Backend(ABC, Generic[O]):
         """Tile overlap in LR pixels: the receptive-field radius, so tiled output equals untiled output."""
         return self.model.receptive_radius
 
+    # ------------------------------------------------------------ memory
+    @property
+    def memory_budget(self) -> int:
+        budget: int | None = getattr(self.options, "memory_budget", None)
+        return budget if budget is not None else default_budget()
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        """What one more input pixel costs this backend in memory (srgan_deploy/memory.py's table)."""
+        precision = str(getattr(self.options, "precision", "fp32"))
+        return bytes_per_pixel(self.name, precision, self.model)
+
+    def memory_plan(self, height: int, width: int, frames: int = 1) -> MemoryPlan:
+        """Tile edge and tiles per call for a frame of this size under the memory budget."""
+        budget = self.memory_budget
+        tile: int | None = getattr(self.options, "tile", None)
+        if tile is not None:  # the user's tile size; the budget still decides how many go in one call
+            if height <= tile and width <= tile:
+                return MemoryPlan(None, 1, budget, self.bytes_per_pixel)
+            th, tw = min(tile, height), min(tile, width)
+            batch = max(1, min(MAX_TILE_BATCH, int(budget // (th * tw * self.bytes_per_pixel))))
+            return MemoryPlan((th, tw), batch, budget, self.bytes_per_pixel)
+        return plan(height, width, frames, self.bytes_per_pixel, budget, self.overlap)
+
     # ------------------------------------------------------------ inference
     def upscale(self, frames: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB -> (N, sH, sW, 3) uint8 RGB, tiling when needed."""
+        """(N, H, W, 3) uint8 RGB -> (N, sH, sW, 3) uint8 RGB, tiled when the memory budget says so.
+
+        If the backend still runs out of memory, the frame is retried with tiles half the size (twice at
+        most), saying so: a hint the program can follow itself is not the user's job."""
         self._require_open()
         frames = check_frames(frames)
-        tile = self._tile_size(frames.shape[1], frames.shape[2])
+        h, w = frames.shape[1:3]
+        tile = self._tile_size(h, w)
+        retries = 0
+        while True:
+            try:
+                return self._upscale_planned(frames, tile)
+            except (MemoryError, ShapeError) as exc:
+                text = str(exc).lower()
+                if retries == 2 or not (isinstance(exc, MemoryError) or "alloc" in text or "memory" in text):
+                    raise
+                edge = tile if isinstance(tile, int) else max(h, w) if tile is None else max(tile)
+                smaller = max(2 * self.overlap + 16, (edge // 2) // 16 * 16)
+                if smaller >= edge:
+                    raise
+                retries += 1
+                self.notify(f"out of memory on a {w}x{h} frame; retrying with {smaller}px tiles")
+                tile = smaller
+
+    def _upscale_planned(self, frames: np.ndarray, tile: int | tuple[int, int] | None) -> np.ndarray:
+        n, h, w = frames.shape[:3]
         if tile is None:
+            per_frame = h * w * self.bytes_per_pixel
+            if n > 1 and n * per_frame > self.memory_budget:  # a batch over budget runs frame by frame
+                return np.concatenate([self._infer(frames[i : i + 1]) for i in range(n)])
             return self._infer(frames)
         from srgan_deploy.tiling import TilePlan, upscale_tiled
 
-        plan = TilePlan.for_frame(frames.shape[1], frames.shape[2], tile, self.overlap)
-        return upscale_tiled(frames, plan, self._infer, self.scale)
+        th, tw = (tile, tile) if isinstance(tile, int) else tile
+        batch = max(1, min(MAX_TILE_BATCH, int(self.memory_budget // (th * tw * self.bytes_per_pixel))))
+        tiles = TilePlan.for_frame(h, w, tile, self.overlap)
+        return upscale_tiled(frames, tiles, self._infer, self.scale, batch)
+
+    @staticmethod
+    def notify(message: str) -> None:
+        import sys
+
+        print(f"srgan-deploy: {message}", file=sys.stderr)
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale a stream of batches, results in order. GPU backends override this to keep
@@ -131,13 +188,8 @@ class Backend(ABC, Generic[O]):
             yield self.upscale(batch)
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
-        """LR tile edge (or (height, width)) to use for a frame of this size, or None for whole frames."""
-        tile: int | None = getattr(self.options, "tile", None)
-        if tile is not None and (height > tile or width > tile):
-            return tile
-        if tile is None and height * width > AUTO_TILE_PIXELS:
-            return AUTO_TILE
-        return None
+        """LR tile edge (or (height, width)) for a frame of this size, or None for whole frames."""
+        return self.memory_plan(height, width).tile
 
     @abstractmethod
     def _open(self) -> None: ...

@@ -14,10 +14,6 @@ from pathlib import Path
 from srgan_deploy.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-# Frames above this many input pixels are tiled even without --tile: a 12 MP photo would otherwise need
-# tens of GB for the activations at 2x and 4x resolution. The limit keeps 1080p input frames whole.
-AUTO_TILE_PIXELS = 1920 * 1088
-AUTO_TILE = 512
 
 
 def _check_tile(tile: int | None) -> None:
@@ -50,6 +46,7 @@ class Request:
     slots: int = 2
     cache_dir: Path | None = None
     max_shape: tuple[int, int] | None = None  # largest LR (height, width) for a static TensorRT profile
+    memory_budget: int | None = None  # bytes; None = srgan_deploy.memory.default_budget()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -68,6 +65,7 @@ class TorchOptions:
     device: str = "cpu"  # cpu | cuda | cuda:N (resolved; never auto)
     precision: str = "fp32"  # fp32 | fp16 (CUDA only)
     tile: int | None = None
+    memory_budget: int | None = None
     threads: int | None = None
     slots: int = 2  # in-flight batches on CUDA
 
@@ -86,6 +84,7 @@ class OrtOptions:
     device: str = "cpu"  # cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | fp16 (the TensorRT execution provider's fp16)
     tile: int | None = None
+    memory_budget: int | None = None
     threads: int | None = None
     cache_dir: Path | None = None
 
@@ -100,6 +99,7 @@ class OrtOptions:
 class OpenVinoOptions:
     precision: str = "fp32"  # fp32 | bf16 (always set explicitly: OpenVINO's own default is bf16 where the CPU has it)
     tile: int | None = None
+    memory_budget: int | None = None
     threads: int | None = None
     requests: int = 2  # async infer requests in flight
     cache_dir: Path | None = None
@@ -118,6 +118,7 @@ class TensorRTOptions:
     device: int = 0  # CUDA device index
     precision: str = "fp16"  # fp16 | fp32
     tile: int | None = None
+    memory_budget: int | None = None
     slots: int = 2
     cache_dir: Path | None = None
     max_shape: tuple[int, int] | None = None
@@ -138,6 +139,7 @@ class TensorRTRtxOptions(TensorRTOptions):
 @dataclass(frozen=True)
 class BicubicOptions:
     tile: int | None = None
+    memory_budget: int | None = None
 
 
 BackendOptions = TorchOptions | OrtOptions | OpenVinoOptions | TensorRTOptions | BicubicOptions

@@ -141,6 +141,7 @@ def options_for(name: str, request: Request, device: str) -> BackendOptions:
             slots=request.slots,
             cache_dir=request.cache_dir,
             max_shape=request.max_shape,
+            memory_budget=request.memory_budget,
         )
     if name == "onnxruntime":
         on_cpu = device == "cpu"
@@ -150,7 +151,12 @@ def options_for(name: str, request: Request, device: str) -> BackendOptions:
         if on_cpu and precision != "fp32":
             raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for bf16")
         return OrtOptions(
-            device=device, precision=precision, tile=request.tile, threads=request.threads, cache_dir=request.cache_dir
+            device=device,
+            precision=precision,
+            tile=request.tile,
+            threads=request.threads,
+            cache_dir=request.cache_dir,
+            memory_budget=request.memory_budget,
         )
     if name == "openvino":
         precision = request.precision
@@ -159,17 +165,26 @@ def options_for(name: str, request: Request, device: str) -> BackendOptions:
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"openvino runs fp32 or bf16 on CPU, not {precision}")
         return OpenVinoOptions(
-            precision=precision, tile=request.tile, threads=request.threads, cache_dir=request.cache_dir
+            precision=precision,
+            tile=request.tile,
+            threads=request.threads,
+            cache_dir=request.cache_dir,
+            memory_budget=request.memory_budget,
         )
     if name == "torch":
         precision = request.precision
         if precision == "auto":
             precision = "fp32" if device == "cpu" else "fp16"
         return TorchOptions(
-            device=device, precision=precision, tile=request.tile, threads=request.threads, slots=request.slots
+            device=device,
+            precision=precision,
+            tile=request.tile,
+            threads=request.threads,
+            slots=request.slots,
+            memory_budget=request.memory_budget,
         )
     if name == "bicubic":
-        return BicubicOptions(tile=request.tile)
+        return BicubicOptions(tile=request.tile, memory_budget=request.memory_budget)
     raise UnknownBackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_NAMES)}")
 
 
