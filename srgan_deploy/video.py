@@ -203,6 +203,10 @@ class Source:
         self.info = probe(self.container)
         self.start = max(0.0, start or 0.0)
         self.end = self.start + duration if duration is not None else None
+        # Where the file's clock starts (an MPEG-TS cut from a broadcast starts at 1.4 s, say). Times are
+        # taken from there, so the output starts at 0 with audio and video shifted alike.
+        first = self.container.start_time
+        self.origin = max(0.0, float(first) / 1_000_000) if first is not None else 0.0
         self.max_frames = max_frames
         self.stats = DecodeStats()
         self.matrix, self.matrix_tag = working_matrix(self.info)
@@ -221,7 +225,7 @@ class Source:
 
     def _seek(self) -> None:
         if self.start > 0:
-            target = int(self.start / self.video.time_base) if self.video.time_base else 0
+            target = int((self.origin + self.start) / self.video.time_base) if self.video.time_base else 0
             self.container.seek(target, stream=self.video, backward=True, any_frame=False)
 
     def frames(self, on_side_packet: Callable[[Any], None], warn: Callable[[str], None]) -> Iterator[DecodedFrame]:
@@ -229,8 +233,8 @@ class Source:
 
         self._seek()
         tb = self.info.time_base
-        start_pts = round(self.start / tb) if self.start else 0
-        end_pts = round(self.end / tb) if self.end is not None else None
+        start_pts = round((self.origin + self.start) / tb)
+        end_pts = round((self.origin + self.end) / tb) if self.end is not None else None
         last_pts: int | None = None
         last_seconds = 0.0
         offset = retimed = resized = 0
@@ -242,7 +246,7 @@ class Source:
             if packet.stream.type != "video":
                 if packet.dts is None or packet.pts is None:
                     continue
-                seconds = float(packet.pts * packet.time_base)
+                seconds = float(packet.pts * packet.time_base) - self.origin
                 if done and seconds > last_seconds + 1.0:
                     break  # past the last frame written: stop reading (a long file need not be demuxed to its end)
                 if seconds + 1e-6 < self.start or (self.end is not None and seconds >= self.end) or done:
@@ -281,7 +285,7 @@ class Source:
                             "following frames are re-timed to continue (none are dropped)"
                         )
                 last_pts = pts
-                last_seconds = float(pts * tb)
+                last_seconds = float(pts * tb) - self.origin
                 if self.stats.frames == 0:
                     self.info.rotation = float(getattr(frame, "rotation", 0) or 0)
                 rgb = frame.reformat(
@@ -314,7 +318,7 @@ class Source:
 
     def start_offset(self, stream: Any) -> int:
         """The segment start in ``stream``'s time base (side packets are shifted by it)."""
-        return round(self.start / stream.time_base) if self.start else 0
+        return round((self.origin + self.start) / stream.time_base)
 
     def close(self) -> None:
         self.container.close()

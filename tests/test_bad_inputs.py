@@ -142,6 +142,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Workspac
     second = make_clip(root / "part2.ts", width=48, height=32, frames=10, audio=False, fmt="mpegts")
     joined.write_bytes(first.read_bytes() + second.read_bytes())
     p["JOINED_TS"] = str(joined)
+    offset = make_clip(root / "offset.ts", frames=12, audio=False, fmt="mpegts", pts=[1460 + 42 * i for i in range(12)])
+    p["OFFSET_TS"] = str(offset)  # a broadcast-style clock that starts at 1.46 s
     # eval folders
     flat = root / "flat"
     flat.mkdir()
@@ -214,6 +216,12 @@ def _video_ok(frames: int, size: tuple[int, int]) -> Callable[[Workspace, Path],
         assert pts == sorted(pts) and len(set(pts)) == len(pts)  # strictly increasing timestamps
 
     return check
+
+
+def _starts_at_zero(ws: Workspace, out: Path) -> None:
+    _video_ok(12, (192, 256))(ws, out)
+    with av.open(str(out)) as c:
+        assert c.start_time in (0, None) and c.duration is not None and c.duration / 1e6 < 0.7  # not 1.46 s + 0.5 s
 
 
 def _image_ok(name: str, shape: tuple[int, ...]) -> Callable[[Workspace, Path], None]:
@@ -323,6 +331,7 @@ CASES = [
     Case("v-start-past-end", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "60"], "no video frames"),
     Case("v-threads", [*VID, "{CLIP}", "{OUT}.mp4", "--threads", "-3"], "--threads -3"),
     Case("v-joined-ts", [*VID, "{JOINED_TS}", "{OUT}.mp4"], "", code=0, check=_video_ok(20, (192, 256))),
+    Case("v-ts-start-offset", [*VID, "{OFFSET_TS}", "{OUT}.mp4"], "", code=0, check=_starts_at_zero),
     # ------------------------------------------------------------------ export
     Case("x-format", ["export", "-o", "{OUT}", "-w", "{W}", "--format", "coreml"], "unknown --format 'coreml'"),
     Case("x-io", ["export", "-o", "{OUT}", "-w", "{W}", "--io", "int16"], "unknown --io 'int16'"),
