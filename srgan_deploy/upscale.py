@@ -70,6 +70,13 @@ def upscale_image(backend: Backend[Any], image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _icc_of(path: Path) -> bytes | None:
+    from srgan_deploy.images import icc_profile
+
+    with open(path, "rb") as handle:
+        return icc_profile(handle.read(1 << 20))
+
+
 @dataclass(frozen=True)
 class Failure:
     job: Job
@@ -89,12 +96,13 @@ def upscale_files(
     for job in jobs:
         try:
             image = read_image(job.source, max_pixels)
+            icc = _icc_of(job.source)
             out = upscale_image(backend, image)
             try:
                 job.target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"cannot create {job.target.parent}: {exc.strerror}") from exc
-            write_image(job.target, out)
+            write_image(job.target, out, icc)
         except (InputFileError, OutputError) as exc:  # ImageReadError is an InputFileError
             failure = Failure(job, str(exc))
             failures.append(failure)

@@ -448,3 +448,22 @@ def test_info_to_a_full_device_is_one_line() -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "No space left on device" in done.stderr
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_icc_profiles_are_kept(tmp_path: Path, tiny_weights: Path, suffix: str) -> None:
+    from srgan_deploy.images import embed_icc, icc_profile
+
+    profile = bytes(range(256)) * 300  # 76.8 kB: a JPEG needs two APP2 segments for it
+    ok, buf = cv2.imencode(suffix, smooth_image(16, 20, 4))
+    assert ok
+    source = tmp_path / f"wide-gamut{suffix}"
+    source.write_bytes(embed_icc(buf.tobytes(), suffix, profile))
+    assert icc_profile(source.read_bytes()) == profile
+    result = runner.invoke(
+        app, ["upscale", str(source), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), "-b", "bicubic"]
+    )
+    assert result.exit_code == 0, result.stderr
+    written = (tmp_path / "out" / source.name).read_bytes()
+    assert icc_profile(written) == profile
+    assert cv2.imdecode(np.frombuffer(written, np.uint8), cv2.IMREAD_COLOR).shape == (64, 80, 3)
