@@ -200,6 +200,12 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
         with backend:
             label = backend.device_label
             notify(f"{name}: warming up on {label}")
+            extra: dict[str, Any] = {}
+            per_context = getattr(backend, "device_memory_per_context", None)
+            if per_context is not None:
+                slots = getattr(backend.options, "slots", 1)
+                extra["device_memory_mb"] = round(per_context * slots / 2**20, 1)
+                notify(f"{name}: {per_context / 2**20:.0f} MiB of device memory per context x {slots} slots")
             for _ in range(config.warmup):
                 out = backend.upscale(frames)
             latencies = []
@@ -237,7 +243,7 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
                 max_abs_vs_torch=float(diff.max()),
                 gflop_per_frame=gflop,
                 iters=config.iters,
-                extra={"fps_sync": config.batch / float(np.mean(latencies))},
+                extra={"fps_sync": config.batch / float(np.mean(latencies)), **extra},
             )
         )
     return {

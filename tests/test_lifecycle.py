@@ -100,6 +100,7 @@ class FakeCache:
 
 class FakeEngine:
     num_io_tensors = 2
+    device_memory_size_v2 = 123 * 2**20
 
     def __init__(self) -> None:
         self.cache = FakeCache()
@@ -173,6 +174,8 @@ def test_tensorrt_backends_lifecycle(fake_gpu: Path, flavour: str) -> None:
     else:
         backend = TensorRTRtxBackend(TensorRTRtxOptions(cache_dir=fake_gpu), lambda: artifact)
     frames = np.zeros((1, 64, 64, 3), np.uint8)
+    with backend:
+        assert backend.device_memory_per_context == 123 * 2**20  # type: ignore[attr-defined]
     check_lifecycle(backend, frames)
     if flavour == "tensorrt-rtx":  # the JIT runtime cache is written on close, per GPU
         (cache,) = (fake_gpu / "rtx-runtime").glob("k-NVIDIA_GeForce_RTX_4090-sm8.9.cache")

@@ -119,6 +119,16 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self.pipeline = SlotPipeline(slots)
         self.device_label = f"cuda {artifact.precision}"
 
+    @property
+    def device_memory_per_context(self) -> int:
+        """Bytes of activations each execution context allocates (one per slot): what the profile's max
+        shape costs on the GPU, reported by bench so a too-large profile is visible before it fails."""
+        self._require_open()
+        size = getattr(self.engine, "device_memory_size_v2", None)
+        if size is None:
+            size = getattr(self.engine, "device_memory_size", 0)
+        return int(size)
+
     def _prepare(self, artifact: EngineArtifact) -> None:
         """Flavour hook: runs once the plan is known, before execution contexts are made."""
 
