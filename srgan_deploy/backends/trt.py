@@ -124,10 +124,10 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         """Bytes of activations each execution context allocates (one per slot): what the profile's max
         shape costs on the GPU, reported by bench so a too-large profile is visible before it fails."""
         self._require_open()
-        size = getattr(self.engine, "device_memory_size_v2", None)
+        size: Any = getattr(self.engine, "device_memory_size_v2", None)
         if size is None:
             size = getattr(self.engine, "device_memory_size", 0)
-        return int(size)
+        return int(size or 0)
 
     def _prepare(self, artifact: EngineArtifact) -> None:
         """Flavour hook: runs once the plan is known, before execution contexts are made."""
