@@ -52,7 +52,10 @@ def main() -> None:
     for arena in (1, 0):
         for pattern in (1, 0):
             done = subprocess.run(
-                [sys.executable, "-c", CHILD, str(onnx), str(arena), str(pattern)], capture_output=True, text=True, check=True
+                [sys.executable, "-c", CHILD, str(onnx), str(arena), str(pattern)],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append({"arena": bool(arena), "mem_pattern": bool(pattern), **result})
