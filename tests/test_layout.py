@@ -140,8 +140,16 @@ def test_editable_install_exposes_only_srgan_deploy() -> None:
 
 @pytest.mark.slow
 def test_built_wheel_contains_only_srgan_deploy(tmp_path: Path) -> None:
+    # build from a copy, so setuptools' build/ and egg-info folders never land in the working tree
+    import shutil
+
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "runs", "training-state", "*.egg-info", "__pycache__"
+    )
+    shutil.copytree(ROOT, source, ignore=skip)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
     )
