@@ -7,6 +7,7 @@ two numbers taken under the same conditions (thermal state, other load).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -155,6 +156,23 @@ class BenchConfig:
             raise ConfigError("--batch and --iters must be >= 1, --warmup >= 0")
 
 
+def reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark of this process's RSS (Linux >= 4.0: ``clear_refs`` value 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int | None:
+    """Peak RSS in bytes since the last reset (VmHWM), or None where /proc is not available."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -197,6 +215,7 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
     for name in names:
         request = Request(device=config.device, precision=config.precision, threads=config.threads, slots=config.slots)
         backend = create(choose(name, request), config.weights, notify)
+        reset_peak_rss()  # each backend's peak is its own, not the largest of those before it
         with backend:
             label = backend.device_label
             notify(f"{name}: warming up on {label}")
@@ -218,6 +237,9 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
             count = sum(1 for _ in backend.upscale_many(frames for _ in range(config.iters)))
             throughput_s = (time.perf_counter() - t0) / count
             device = "cuda" if label.startswith("cuda") else "cpu"
+            peak = peak_rss()
+            if peak is not None:
+                extra["peak_rss_mb"] = round(peak / 2**20, 1)
         if device not in peaks:
             notify(f"measuring {device} GEMM peak")
             peaks[device] = gemm_peak_gflops("cuda" if device == "cuda" else "cpu", config.threads)

@@ -470,6 +470,7 @@ def bench(
         "of peak",
         "PSNR",
         "max",
+        "peak RSS",
         title=f"{width}x{height} -> {width * scale}x{height * scale}, batch {batch}, {iters} iters",
         caption="fps with in-flight pipelining; peak = same-run fp32 GEMM (bf16 can exceed it); PSNR/max-abs vs torch fp32",
     )
@@ -484,6 +485,7 @@ def bench(
             f"{100 * r['peak_fraction']:.0f}% of {r['peak_gflops']:.0f}",
             f"{r['psnr_vs_torch']:.1f}",
             f"{r['max_abs_vs_torch']:.0f}",
+            f"{r['extra']['peak_rss_mb'] / 1024:.1f} GB" if "peak_rss_mb" in r["extra"] else "-",
         )
     _stdout().print(table)
     if json_out:

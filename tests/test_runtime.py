@@ -315,6 +315,8 @@ def test_bench_json_schema(
         assert 0 < r["peak_fraction"] < 1.5 and r["peak_gflops"] > 0
     assert data["results"][1]["psnr_vs_torch"] == 99.0 and data["results"][1]["max_abs_vs_torch"] == 0
     assert data["results"][0]["max_abs_vs_torch"] <= 1
+    if Path("/proc/self/status").exists():  # per-backend peak memory, measured in the same run
+        assert all(100 < r["extra"]["peak_rss_mb"] < 24_000 for r in data["results"])
 
 
 def test_bench_rejects_unknown_backend(tiny_weights: Path) -> None:
