@@ -129,6 +129,11 @@ def list_images(path: Path, recursive: bool = True) -> list[Path]:
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """HxWx3 RGB, HxWx4 RGBA or HxW grey uint8, EXIF orientation applied. 16-bit images are reduced to
     8 bits. Files whose header claims more than ``max_pixels`` are refused before decoding."""
+    return read_image_and_icc(path, max_pixels)[0]
+
+
+def read_image_and_icc(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes | None]:
+    """``read_image`` plus the file's embedded ICC profile, from the same read of the file."""
     import cv2
 
     if not path.exists():
@@ -150,6 +155,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageReadError(f"cannot decode {path}: not an image or corrupt (supported: png, jpg, webp, bmp, tiff)")
     check_pixels(path, image.shape[1], image.shape[0], max_pixels)
     image = apply_orientation(image, exif_orientation(header))
+    icc = icc_profile(data[: 1 << 20].tobytes())
     if image.dtype == np.uint16:
         image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -159,7 +165,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(image, code)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image), icc
 
 
 def icc_profile(data: bytes) -> bytes | None:

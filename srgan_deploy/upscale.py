@@ -11,7 +11,7 @@ import numpy as np
 
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import InputFileError, OutputError, OutputExistsError
-from srgan_deploy.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images, read_image, write_image
+from srgan_deploy.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images, read_image_and_icc, write_image
 
 WRITABLE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -70,13 +70,6 @@ def upscale_image(backend: Backend[Any], image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _icc_of(path: Path) -> bytes | None:
-    from srgan_deploy.images import icc_profile
-
-    with open(path, "rb") as handle:
-        return icc_profile(handle.read(1 << 20))
-
-
 @dataclass(frozen=True)
 class Failure:
     job: Job
@@ -95,8 +88,7 @@ def upscale_files(
     failures: list[Failure] = []
     for job in jobs:
         try:
-            image = read_image(job.source, max_pixels)
-            icc = _icc_of(job.source)
+            image, icc = read_image_and_icc(job.source, max_pixels)
             out = upscale_image(backend, image)
             try:
                 job.target.parent.mkdir(parents=True, exist_ok=True)

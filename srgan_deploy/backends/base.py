@@ -33,6 +33,7 @@ class Backend(ABC, Generic[O]):
         self.options = options
         self._is_open = False
         self._model: ModelConfig | None = None  # set by _open from the artifact it loads
+        self._budget: int | None = None  # resolved once at open: a plan must not drift with free memory
         self.device_label = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -55,6 +56,8 @@ class Backend(ABC, Generic[O]):
             raise
         if self._model is None:
             raise BackendStateError(f"backend '{self.name}' opened without learning its model config (a bug)")
+        budget: int | None = getattr(self.options, "memory_budget", None)
+        self._budget = budget if budget is not None else default_budget()
         self._is_open = True
         return self
 
@@ -75,6 +78,7 @@ class Backend(ABC, Generic[O]):
             with_errors.append(exc)
         self._is_open = False
         self._model = None
+        self._budget = None
         self.device_label = ""
         if with_errors:
             raise with_errors[0]
@@ -113,8 +117,13 @@ class Backend(ABC, Generic[O]):
     # ------------------------------------------------------------ memory
     @property
     def memory_budget(self) -> int:
-        budget: int | None = getattr(self.options, "memory_budget", None)
-        return budget if budget is not None else default_budget()
+        """Bytes the model's working set may use: the option, or half the free memory when opened (<= 2 GiB).
+
+        Fixed at open, so every frame of a video gets the same tiling (a new tile shape would make
+        shape-specialising backends compile again) and no frame pays for reading /proc/meminfo."""
+        self._require_open()
+        assert self._budget is not None
+        return self._budget
 
     @property
     def bytes_per_pixel(self) -> float:
@@ -185,6 +194,12 @@ class Backend(ABC, Generic[O]):
         several batches in flight; the default simply runs them one after another."""
         self._require_open()
         for batch in batches:
+            yield self.upscale(batch)
+
+    def _one_by_one(self, first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """The in-flight backends' fallback for frames that need tiling or padding: one call each."""
+        yield self.upscale(first)
+        for batch in rest:
             yield self.upscale(batch)
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:

@@ -19,14 +19,6 @@ from srgan_deploy.errors import BackendUnavailableError, ExportError, ShapeError
 from srgan_deploy.sources import OnnxLoader
 
 
-def ort_has_cuda() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
 def physical_cores() -> int:
     """Cores ORT should use: its intra-op pool gains nothing from SMT siblings."""
     try:

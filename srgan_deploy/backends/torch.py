@@ -142,9 +142,7 @@ class TorchBackend(Backend[TorchOptions]):
         if self.device.type == "cuda" and self._tile_size(first.shape[1], first.shape[2]) is None:
             pipeline = self._pipeline_for(first.shape)
         if pipeline is None:
-            yield self.upscale(first)
-            for batch in it:
-                yield self.upscale(batch)
+            yield from self._one_by_one(first, it)
             return
         yield from pipeline.run(itertools.chain([first], (check_frames(b) for b in it)))
 

@@ -188,9 +188,7 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         whole = first.shape[1:3]
         fits = profile.accepts(1, int(whole[0]), int(whole[1])) and self._tile_size(*whole) is None
         if not fits:  # tiling or padding: frames go one call at a time
-            yield self.upscale(first)
-            for batch in it:
-                yield self.upscale(batch)
+            yield from self._one_by_one(first, it)
             return
         assert self.pipeline is not None
         from srgan_deploy.gpu.inflight import run_split
