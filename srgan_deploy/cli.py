@@ -497,13 +497,22 @@ def bench(
 @handles_errors
 def video(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="Input video (mp4, mkv, mov, webm, ...).")],
-    target: Annotated[
-        Path, typer.Argument(help="Output video; the container follows the extension (.mp4 .mkv .mov .webm).")
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="IN OUT (one video; the container follows OUT's extension .mp4 .mkv .mov .webm), "
+            "or with -o: any number of input videos or folders of videos.",
+            show_default=False,
+        ),
     ],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder for many inputs (each keeps its name).")
+    ] = None,
     backend: BackendOpt = "auto",
     weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
+    device: Annotated[
+        str, typer.Option("--device", help="auto | cpu | cuda | cuda:N, or cuda:0,cuda:1,... one per worker")
+    ] = "auto",
     tile: TileOpt = None,
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",
@@ -522,9 +531,154 @@ def video(
     side_by_side: Annotated[
         bool, typer.Option("--side-by-side", help="Left half bicubic, right half the model (for demos).")
     ] = False,
+    segment_seconds: Annotated[
+        float, typer.Option("--segment-seconds", help="Length of the resumable segments the work is cut into.")
+    ] = 4.0,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard unfinished work of an earlier run instead of resuming it.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Segments rendered at once, each worker with its own backend.")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            is_flag=False,
+            flag_value="local",
+            help="Render on Ray: bare --ray starts a local Ray; --ray auto / ray://HOST:10001 joins a cluster.",
+        ),
+    ] = None,
+    dedup: Annotated[
+        str | None,
+        typer.Option(
+            "--dedup",
+            is_flag=False,
+            flag_value="default",
+            help="Reuse the output of repeated frames: bare --dedup (max diff 10, mean 0.5), exact, or MAX,MEAN.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
-    """Upscale a video 4x: streaming decode -> upscale -> encode, audio and subtitles copied, timestamps kept."""
+    """Upscale videos 4x in resumable segments: audio and subtitles copied, timestamps kept, re-run to resume."""
+    from srgan_deploy.dedup import parse_rule
+    from srgan_deploy.errors import ConfigError, VideoError
+    from srgan_deploy.jobs.plan import check_segment_seconds
+    from srgan_deploy.jobs.run import QueueOptions, video_jobs
+    from srgan_deploy.jobs.workers import parse_devices
+    from srgan_deploy.pipeline import VideoJob, check_paths
+    from srgan_deploy.video import EncodeOptions
+
+    rule = parse_rule(dedup) if dedup is not None else None
+    check_segment_seconds(segment_seconds)
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    address = _ray_address(ray) if ray is not None else None
+    devices = parse_devices(device)
+    if len(devices) > 1 and workers == 1 and address is None:
+        workers = len(devices)
+    template = VideoJob(
+        source=Path("-"),
+        target=Path("-"),
+        encode=EncodeOptions(codec, crf, preset, pix_fmt),
+        start=start,
+        duration=duration,
+        max_frames=max_frames,
+        batch=batch,
+        side_by_side=side_by_side,
+        overwrite=overwrite,
+        dedup=rule,
+    )
+    if out_dir is None:
+        if len(paths) != 2:
+            raise ConfigError(
+                f"give IN OUT for one video, or -o FOLDER for many inputs (got {len(paths)} path(s) and no -o)"
+            )
+        jobs = [dataclasses.replace(template, source=paths[0], target=paths[1])]
+        check_paths(jobs[0])
+    else:
+        if out_dir.exists() and not out_dir.is_dir():
+            from srgan_deploy.errors import OutputError
+
+            raise OutputError(f"-o {out_dir} exists and is not a folder")
+        jobs = video_jobs(paths, out_dir, template)
+        for job in jobs:
+            if job.source.exists():
+                check_paths(dataclasses.replace(job, target=out_dir / "-" / job.target.name))  # container only
+            if job.target.exists() and not overwrite:
+                from srgan_deploy.errors import OutputExistsError
+
+                raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
+            if job.source.exists() and job.target.resolve() == job.source.resolve():
+                from srgan_deploy.errors import OutputExistsError
+
+                raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    engine, choice = _backend(backend, weights, devices[0], tile, threads, precision, slots, memory_budget)
+    from srgan_deploy.sources import digest, model_name, model_source
+
+    source = model_source(weights)
+    if side_by_side:
+        label = f"{model_name(source)} ({choice.name})"
+        jobs = [dataclasses.replace(job, label=label) for job in jobs]
+    options = QueueOptions(
+        segment_seconds=segment_seconds,
+        restart=restart,
+        identity=(
+            ("backend", choice.name),
+            ("precision", getattr(choice.options, "precision", None)),
+            ("tile", tile),
+        ),
+        weights=digest(source),
+    )
+    outcomes = _run_video_queue(jobs, options, engine, choice, source, workers, devices, address)
+    out = _stdout()
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        if not o.ok:
+            continue
+        fps = o.frames / o.seconds if o.seconds > 0 else 0.0
+        extra = f", {o.reused} of {o.segments} segments reused" if o.reused else ""
+        if o.duplicates:
+            extra += f", {o.duplicates} duplicate frames reused ({rule.describe() if rule else ''})"
+        if o.bad_packets:
+            extra += f", {o.bad_packets} damaged packets skipped"
+        out.print(
+            f"{o.job.target}: {o.frames} frames {o.width}x{o.height} ({o.codec}) in {o.seconds:.1f} s = {fps:.2f} fps, "
+            f"{o.bytes / 1e6:.1f} MB, {o.segments} segment(s), backend {choice.name}{extra}",
+            soft_wrap=True,
+            markup=False,
+        )
+    if len(outcomes) > 1:
+        out.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} videos done", markup=False)
+    if failed:
+        names = ", ".join(o.job.source.name for o in failed)
+        raise VideoError(f"{len(failed)} of {len(outcomes)} video(s) failed: {names} (errors above)")
+
+
+def _ray_address(value: str) -> str:
+    from srgan_deploy.errors import ConfigError
+
+    value = value.strip()
+    if value in ("local", "auto") or value.startswith("ray://") or (":" in value and "/" not in value):
+        return value
+    raise ConfigError(
+        f"--ray '{value}' is not a Ray address; use bare --ray (after the paths) or --ray=local for a local Ray, "
+        "--ray auto, or --ray ray://HOST:10001"
+    )
+
+
+def _run_video_queue(
+    jobs: list[Any],
+    options: Any,
+    engine: Any,
+    choice: Any,
+    source: Any,
+    workers: int,
+    devices: list[str],
+    address: str | None,
+) -> list[Any]:
+    """Pick the executor, show one progress bar over every input, run the queue."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -534,59 +688,56 @@ def video(
         TimeRemainingColumn,
     )
 
-    from srgan_deploy.pipeline import VideoJob, check_paths, upscale_video
-    from srgan_deploy.video import EncodeOptions
+    from srgan_deploy.jobs.run import Reporter, run_queue
+    from srgan_deploy.jobs.workers import InProcess, ProcessPool, worker_specs
 
-    job = VideoJob(
-        source=source,
-        target=target,
-        encode=EncodeOptions(codec, crf, preset, pix_fmt),
-        start=start,
-        duration=duration,
-        max_frames=max_frames,
-        batch=batch,
-        side_by_side=side_by_side,
-        overwrite=overwrite,
-    )
-    check_paths(job)
-    engine, choice = _backend(backend, weights, device, tile, threads, precision, slots, memory_budget)
-    if side_by_side:
-        from srgan_deploy.sources import model_name, model_source
-
-        job = dataclasses.replace(job, label=f"{model_name(model_source(weights))} ({choice.name})")
     err = _stderr()
-    with (
-        _opened(engine, choice),
-        Progress(
-            TextColumn("[bold]upscaling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as progress,
-    ):
+    with contextlib.ExitStack() as stack:
+        if address is not None:
+            from srgan_deploy.jobs.ray_pool import RayPool, import_ray
+
+            import_ray()
+            executor: Any = RayPool(address, worker_specs(choice, source, workers, devices))
+            err.print(
+                f"backend: {choice.name} on {workers} Ray worker(s) ({choice.reason})", soft_wrap=True, markup=False
+            )
+        elif workers > 1:
+            executor = ProcessPool(worker_specs(choice, source, workers, devices))
+            err.print(
+                f"backend: {choice.name} in {workers} worker processes ({choice.reason})", soft_wrap=True, markup=False
+            )
+        else:
+            executor = InProcess(stack.enter_context(_opened(engine, choice)))
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("[bold]upscaling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+        )
         task = progress.add_task("video", total=None, fps="")
         started = time.perf_counter()
+        first: list[int] = []
 
         def on_progress(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - started, 1e-9)
+            if not first:
+                first.append(done)  # frames done by an earlier run do not count towards this run's speed
+            rate = (done - first[0]) / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=done, total=total or None, fps=f"{rate:.2f} fps")
 
-        result = upscale_video(
-            job, engine, on_progress, warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True)
+        report = Reporter(
+            progress=on_progress,
+            status=lambda m: err.print(escape(m), soft_wrap=True),
+            warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
         )
-    size_mb = result.output_bytes / 1e6
-    _stdout().print(
-        f"{result.output}: {result.frames} frames {result.width}x{result.height} ({result.codec}) in {result.seconds:.1f} s "
-        f"= {result.fps:.2f} fps, {size_mb:.1f} MB, backend {choice.name}"
-        + (f", {result.bad_packets} damaged packets skipped" if result.bad_packets else ""),
-        soft_wrap=True,
-        markup=False,
-    )
+        return run_queue(jobs, options, executor, report)
+    raise AssertionError("unreachable")
 
 
 @app.command("eval")

@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from srgan_deploy.backends.base import Backend
+from srgan_deploy.dedup import DedupRule, collapse
 from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
 from srgan_deploy.interrupts import sigterm_as_interrupt
 from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
@@ -44,6 +45,7 @@ class VideoJob:
     side_by_side: bool = False
     label: str = "model"  # burned into the right half of --side-by-side frames (the left says "bicubic")
     overwrite: bool = False
+    dedup: DedupRule | None = None
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.queue_size < 1:
@@ -67,6 +69,7 @@ class VideoResult:
     bad_packets: int
     side_packets: int
     codec: str
+    duplicates: int = 0  # frames whose output was reused (--dedup)
 
     @property
     def fps(self) -> float:
@@ -147,49 +150,59 @@ def burn_label(frame: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def upscale_video(
+@dataclass
+class FrameStats:
+    written: int = 0
+    duplicates: int = 0
+    first_pts: int | None = None  # output pts of the first frame written (the segment join aligns on it)
+
+
+def run_frames(
     job: VideoJob,
+    source: Source,
+    sink: Sink,
     backend: Backend[Any],
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] = lambda m: None,
-) -> VideoResult:
-    """Run the whole job; returns a summary. The backend must already be open."""
-    fmt = check_paths(job)
-    source = Source(job.source, job.start, job.duration, job.max_frames)
+) -> FrameStats:
+    """decode -> (dedup) -> upscale -> encode for every frame ``source`` yields; ``sink`` is not finished here.
+
+    ``on_progress`` gets the number of frames written so far. Raises ``KeyboardInterrupt`` (Ctrl-C,
+    SIGTERM) and any stage's error; the caller owns the files."""
     scale = backend.scale
-    width = source.info.width * scale * (2 if job.side_by_side else 1)
-    height = source.info.height * scale
-    tmp = job.target.with_name(f".{job.target.stem}.partial-{os.getpid()}{job.target.suffix}")
     stop = threading.Event()
     frames_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
     out_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
     side_q: queue.Queue[Any] = queue.Queue()
-    sink: Sink | None = None
-    t0 = time.perf_counter()
+    stats = FrameStats()
     stages: list[_Stage] = []
     try:
-        sink = Sink(tmp, fmt, source, width, height, job.encode, warn)
 
         def decode() -> None:
-            for frame in source.frames(side_q.put, warn):
+            frames: Iterator[Any] = source.frames(side_q.put, warn)
+            if job.dedup is not None:
+                frames = collapse(frames, job.dedup)
+            for frame in frames:
                 if not _put(frames_q, frame, stop):
                     return
             _put(frames_q, _END, stop)
 
         def encode() -> None:
-            assert sink is not None
             while True:
                 item = _get(out_q, stop, [])
                 while not side_q.empty():
                     sink.write_side_packet(side_q.get_nowait())
                 if item is _END:
                     break
-                rgb, pts = item
+                rgb, pts_list = item
                 if sink.frames == 0:
                     sink.set_rotation(source.info.rotation)
-                sink.write_frame(rgb, pts)
+                    stats.first_pts = pts_list[0]
+                for pts in pts_list:
+                    sink.write_frame(rgb, pts)
+                stats.written = sink.frames
                 if on_progress:
-                    on_progress(sink.frames, source.expected_frames())
+                    on_progress(sink.frames)
             while not side_q.empty():
                 sink.write_side_packet(side_q.get_nowait())
 
@@ -199,7 +212,7 @@ def upscale_video(
         decoder.start()
         encoder.start()
 
-        pending_pts: list[list[int]] = []
+        pending_pts: list[list[list[int]]] = []
         pending_lr: list[np.ndarray] = []
 
         def batches() -> Iterator[np.ndarray]:
@@ -219,7 +232,8 @@ def upscale_video(
                     group.append(nxt)
                 if group[0].rgb.shape != group[-1].rgb.shape:
                     raise VideoError("frame size changes mid-stream; split the video first")
-                pending_pts.append([f.pts for f in group])
+                pending_pts.append([[f.pts, *f.repeats] for f in group])
+                stats.duplicates += sum(len(f.repeats) for f in group)
                 lr = np.stack([f.rgb for f in group])
                 if job.side_by_side:
                     pending_lr.append(lr)
@@ -234,14 +248,14 @@ def upscale_video(
                     return np.asarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC))
 
             for upscaled in backend.upscale_many(batches()):
-                pts_list = pending_pts.pop(0)
+                pts_lists = pending_pts.pop(0)
                 lows = pending_lr.pop(0) if job.side_by_side else None
-                for k, pts in enumerate(pts_list):
+                for k, pts_list in enumerate(pts_lists):
                     frame = upscaled[k]
                     if lows is not None and bicubic is not None:
                         left = burn_label(bicubic(lows[k]), "bicubic")
                         frame = np.concatenate([left, burn_label(frame, job.label)], axis=1)
-                    if not _put(out_q, (frame, pts), stop):
+                    if not _put(out_q, (frame, pts_list), stop):
                         break
                 if encoder.error is not None:
                     raise encoder.error
@@ -251,6 +265,38 @@ def upscale_video(
             for stage in stages:
                 if stage.error is not None:
                     raise stage.error
+    finally:
+        stop.set()
+        for stage in stages:
+            stage.join(timeout=5)
+    stats.written = sink.frames
+    return stats
+
+
+def output_size(job: VideoJob, source: Source, scale: int) -> tuple[int, int]:
+    return source.info.width * scale * (2 if job.side_by_side else 1), source.info.height * scale
+
+
+def upscale_video(
+    job: VideoJob,
+    backend: Backend[Any],
+    on_progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] = lambda m: None,
+) -> VideoResult:
+    """The whole job in one pass (no segments, no resume): the baseline the segmented jobs are measured
+    against, and the simplest library call. The backend must already be open."""
+    fmt = check_paths(job)
+    source = Source(job.source, job.start, job.duration, job.max_frames)
+    width, height = output_size(job, source, backend.scale)
+    tmp = job.target.with_name(f".{job.target.stem}.partial-{os.getpid()}{job.target.suffix}")
+    sink: Sink | None = None
+    t0 = time.perf_counter()
+    try:
+        sink = Sink(tmp, fmt, source, width, height, job.encode, warn)
+        expected = source.expected_frames()
+        stats = run_frames(
+            job, source, sink, backend, (lambda n: on_progress(n, expected)) if on_progress else None, warn
+        )
         if sink.frames == 0:
             raise VideoError(f"no video frames could be decoded from {job.source} (in the requested segment)")
         sink.finish()
@@ -258,14 +304,10 @@ def upscale_video(
         sink = None
         tmp.replace(job.target)
     except KeyboardInterrupt:
-        stop.set()
         raise Interrupted(f"interrupted; no output written ({job.target} left untouched)") from None
     except av.error.FFmpegError as exc:
         raise VideoError(f"FFmpeg failed while writing {job.target.name}: {exc}; no output written") from exc
     finally:
-        stop.set()
-        for stage in stages:
-            stage.join(timeout=5)
         if sink is not None:
             sink.abort()
         source.close()
@@ -282,4 +324,5 @@ def upscale_video(
         bad_packets=source.stats.bad_packets,
         side_packets=source.stats.side_packets,
         codec=codec,
+        duplicates=stats.duplicates,
     )

@@ -70,6 +70,14 @@ def model_name(source: ModelSource) -> str:
     return source.path.stem
 
 
+def digest(source: ModelSource) -> str:
+    """SHA-256 of the model file: what a resumed job checks to know the model did not change."""
+    from srgan_deploy.weights import file_sha256, resolve_weights
+
+    path = resolve_weights(source.name_or_path) if isinstance(source, Weights) else source.path
+    return file_sha256(path)
+
+
 def describe(source: ModelSource) -> str:
     if isinstance(source, Weights):
         return source.name_or_path or "the bundled default model"

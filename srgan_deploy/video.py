@@ -177,10 +177,25 @@ def working_matrix(info: SourceInfo) -> tuple[int, int]:
     return (1, 1) if info.height >= 720 else (5, 6)  # BT.709 for HD, BT.601 (SMPTE 170M) for SD
 
 
+@dataclass(frozen=True)
+class PtsWindow:
+    """The frames of one segment: source pts in ``[first, end)`` (end None = to the end of the file).
+
+    ``zero`` is the source pts that becomes 0 in the output (the job's first frame, so every segment of
+    one job shares one clock), ``seek`` the pts of the keyframe to seek to (None = decode from the start).
+    """
+
+    first: int
+    end: int | None
+    zero: int
+    seek: int | None = None
+
+
 @dataclass
 class DecodedFrame:
     rgb: np.ndarray
     pts: int  # in the source stream's time base, already shifted so the segment starts at 0
+    repeats: list[int] = field(default_factory=list)  # pts of following frames that duplicate this one (--dedup)
 
 
 @dataclass
@@ -194,9 +209,17 @@ class Source:
     """Demuxes one input: decoded video frames out, audio/subtitle packets to ``on_side_packet``."""
 
     def __init__(
-        self, path: Path, start: float | None = None, duration: float | None = None, max_frames: int | None = None
+        self,
+        path: Path,
+        start: float | None = None,
+        duration: float | None = None,
+        max_frames: int | None = None,
+        *,
+        window: PtsWindow | None = None,
+        side_streams: bool = True,
     ) -> None:
         self.path = path
+        self.window = window
         self.container = open_input(path)
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
@@ -210,7 +233,9 @@ class Source:
         self.max_frames = max_frames
         self.stats = DecodeStats()
         self.matrix, self.matrix_tag = working_matrix(self.info)
-        self.side_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+        self.side_streams = (
+            [s for s in self.container.streams if s.type in ("audio", "subtitle")] if side_streams else []
+        )
 
     def expected_frames(self) -> int:
         total = self.info.frames
@@ -224,6 +249,10 @@ class Source:
         return total
 
     def _seek(self) -> None:
+        if self.window is not None:
+            if self.window.seek is not None:
+                self.container.seek(self.window.seek, stream=self.video, backward=True, any_frame=False)
+            return
         if self.start > 0:
             target = int((self.origin + self.start) / self.video.time_base) if self.video.time_base else 0
             self.container.seek(target, stream=self.video, backward=True, any_frame=False)
@@ -233,8 +262,12 @@ class Source:
 
         self._seek()
         tb = self.info.time_base
-        start_pts = round((self.origin + self.start) / tb)
-        end_pts = round((self.origin + self.end) / tb) if self.end is not None else None
+        if self.window is not None:
+            start_pts, end_pts, zero_pts = self.window.first, self.window.end, self.window.zero
+        else:
+            start_pts = round((self.origin + self.start) / tb)
+            end_pts = round((self.origin + self.end) / tb) if self.end is not None else None
+            zero_pts = start_pts
         last_pts: int | None = None
         last_seconds = 0.0
         offset = retimed = resized = 0
@@ -307,7 +340,7 @@ class Source:
                     rgb = cv2.resize(rgb, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 self.stats.frames += 1
                 # copy out of FFmpeg's frame buffer, which the decoder may reuse
-                yield DecodedFrame(np.array(rgb, copy=True, order="C"), pts - start_pts)
+                yield DecodedFrame(np.array(rgb, copy=True, order="C"), pts - zero_pts)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     done = True
                     break
@@ -315,6 +348,22 @@ class Source:
                 break
         if self.stats.bad_packets:
             warn(f"{self.stats.bad_packets} damaged video packet(s) in {self.path.name} were skipped")
+
+    def side_packets(self, end_seconds: float | None) -> Iterator[tuple[float, Any]]:
+        """(output seconds, packet) of the audio/subtitle tracks over the job's range, for the segment join:
+        the tracks are copied once, from the source, whatever the video segments were."""
+        if not self.side_streams:
+            return
+        for packet in self.container.demux(*self.side_streams):
+            if packet.dts is None or packet.pts is None:
+                continue
+            seconds = float(packet.pts * packet.time_base) - self.origin - self.start
+            if seconds + 1e-6 < 0 and self.start > 0:
+                continue  # before a --start cut (from the file's start, encoder priming is kept)
+            if end_seconds is not None and seconds >= end_seconds:
+                continue
+            self.stats.side_packets += 1
+            yield float(packet.dts * packet.time_base) - self.origin - self.start, packet
 
     def start_offset(self, stream: Any) -> int:
         """The segment start in ``stream``'s time base (side packets are shifted by it)."""
@@ -337,6 +386,7 @@ class Sink:
         options: EncodeOptions,
         warn: Callable[[str], None],
     ) -> None:
+        """Side streams are copied when ``source`` reads them (a segment's Source does not)."""
         import av
 
         self.path = path
@@ -381,26 +431,9 @@ class Sink:
         )
         cc.color_trc = info.color["trc"] if info.color["trc"] != 2 else (1 if source.matrix_tag == 1 else 6)
         self.rotation = 0.0
-        self.side: dict[int, Any] = {}
-        self.transcoders: dict[int, AudioTranscoder] = {}
-        for stream in source.side_streams:
-            self._add_side_stream(stream, fmt)
+        self.side = SideStreams(self.container, fmt, source, warn)
         self.codec = codec
         self.frames = 0
-
-    def _add_side_stream(self, stream: Any, fmt: str) -> None:
-        name = stream.codec_context.name
-        allowed = (AUDIO_OK if stream.type == "audio" else SUBTITLE_OK).get(fmt)
-        if allowed is not None and name not in allowed:
-            if stream.type == "audio":
-                target = "libopus" if fmt == "webm" else "aac"
-                self.warn(f"{fmt} cannot hold {name} audio; re-encoding that track to {target}")
-                self.transcoders[stream.index] = AudioTranscoder(self.container, stream, target)
-            else:
-                self.warn(f"{fmt} cannot hold {name} subtitles; dropping them (use .mkv to keep them)")
-            return
-        out = self.container.add_stream_from_template(stream)
-        self.side[stream.index] = out
 
     def set_rotation(self, degrees: float) -> None:
         if degrees:
@@ -424,11 +457,50 @@ class Sink:
         self.frames += 1
 
     def write_side_packet(self, packet: Any) -> None:
+        self.side.write(packet)
+
+    def finish(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.side.flush()
+        self.container.close()
+
+    def abort(self) -> None:
+        # closing a half-written file may fail; the file is deleted right after, so the error is moot
+        with contextlib.suppress(Exception):
+            self.container.close()
+
+
+class SideStreams:
+    """The audio and subtitle tracks of ``source`` in an output container: copied packet for packet, or
+    re-encoded (audio) / dropped (subtitles) where the container cannot hold the codec, with a warning.
+
+    Shared by the single-pass writer and the segment join, so both keep the same tracks the same way."""
+
+    def __init__(self, container: Any, fmt: str, source: Source, warn: Callable[[str], None]) -> None:
+        self.container = container
+        self.source = source
+        self.copied: dict[int, Any] = {}
+        self.transcoders: dict[int, AudioTranscoder] = {}
+        for stream in source.side_streams:
+            name = stream.codec_context.name
+            allowed = (AUDIO_OK if stream.type == "audio" else SUBTITLE_OK).get(fmt)
+            if allowed is not None and name not in allowed:
+                if stream.type == "audio":
+                    target = "libopus" if fmt == "webm" else "aac"
+                    warn(f"{fmt} cannot hold {name} audio; re-encoding that track to {target}")
+                    self.transcoders[stream.index] = AudioTranscoder(container, stream, target)
+                else:
+                    warn(f"{fmt} cannot hold {name} subtitles; dropping them (use .mkv to keep them)")
+                continue
+            self.copied[stream.index] = container.add_stream_from_template(stream)
+
+    def write(self, packet: Any) -> None:
         transcoder = self.transcoders.get(packet.stream.index)
         if transcoder is not None:
             transcoder.write(packet)
             return
-        out = self.side.get(packet.stream.index)
+        out = self.copied.get(packet.stream.index)
         if out is None:
             return
         offset = self.source.start_offset(packet.stream)
@@ -439,17 +511,9 @@ class Sink:
         packet.stream = out
         self.container.mux(packet)
 
-    def finish(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+    def flush(self) -> None:
         for transcoder in self.transcoders.values():
             transcoder.flush()
-        self.container.close()
-
-    def abort(self) -> None:
-        # closing a half-written file may fail; the file is deleted right after, so the error is moot
-        with contextlib.suppress(Exception):
-            self.container.close()
 
 
 class AudioTranscoder:

@@ -1,0 +1,106 @@
+"""Join finished segments into the output: video packets copied in order (no re-encoding), audio and
+subtitles copied once from the source over the whole range, written to a temp file and renamed.
+
+Every segment was encoded with the job's shared clock, so its packets keep their timestamps: the output
+has exactly the input's frames at the input's times (variable frame rate included). Only a decode
+timestamp that would not increase across a boundary (B-frame delay after a change of frame rate) is
+nudged forward by one tick; presentation times never change.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from srgan_deploy.errors import VideoError
+from srgan_deploy.jobs.manifest import fsync_dir
+from srgan_deploy.jobs.plan import Plan
+from srgan_deploy.pipeline import VideoJob
+from srgan_deploy.video import SideStreams, Source, container_format
+
+
+def _first_pts(path: Path) -> int:
+    """The smallest pts among a segment's first packets (its first frame: x264 segments start closed)."""
+    import av
+
+    with av.open(str(path), mode="r") as seg:
+        stream = seg.streams.video[0]
+        seen = [p.pts for p, _ in zip(seg.demux(stream), range(64), strict=False) if p.pts is not None]
+    if not seen:
+        raise VideoError(f"segment {path.name} has no timestamps; re-run with --restart")
+    return min(seen)
+
+
+def _video_packets(segments: list[tuple[Path, Fraction]], out_stream: Any) -> Iterator[tuple[float, bool, Any]]:
+    import av
+
+    last: Fraction | int | None = None
+    for path, first_time in segments:
+        shift_ticks: int | None = None
+        with av.open(str(path), mode="r") as seg:
+            stream = seg.streams.video[0]
+            tb = stream.time_base or Fraction(1, 90000)
+            shift_ticks = round((_first_pts(path) * tb - first_time) / tb)
+            for packet in seg.demux(stream):
+                if packet.size == 0 or packet.dts is None or packet.pts is None:
+                    continue
+                packet.pts -= shift_ticks
+                packet.dts -= shift_ticks
+                dts = packet.dts * tb
+                if last is not None and dts <= last:
+                    packet.dts = int(last / tb) + 1
+                    dts = packet.dts * tb
+                last = dts
+                packet.stream = out_stream
+                yield float(dts), True, packet
+
+
+def join_segments(
+    job: VideoJob,
+    plan: Plan,
+    segments: list[tuple[Path, str | None]],
+    rotation: float,
+    warn: Callable[[str], None] = lambda m: None,
+) -> tuple[int, int, int]:
+    """Write ``job.target`` from ``segments`` (file, exact time of its first frame), in order; returns
+    (frames, width, height) written. Empty segments (nothing decodable in their range) are skipped."""
+    import av
+
+    fmt = container_format(job.target)
+    files = [(f, Fraction(t)) for f, t in segments if t is not None]
+    if not files:
+        raise VideoError(f"no video frames could be decoded from {job.source} (in the requested range)")
+    tmp = job.target.with_name(f".{job.target.stem}.joining-{os.getpid()}{job.target.suffix}")
+    source = Source(job.source, job.start, job.duration, job.max_frames)
+    frames = 0
+    try:
+        with av.open(str(tmp), mode="w", format=fmt) as out, av.open(str(files[0][0]), mode="r") as first:
+            template = first.streams.video[0]
+            size = (template.codec_context.width, template.codec_context.height)
+            video = out.add_stream_from_template(template)
+            if rotation:
+                video.set_display_rotation(rotation)  # type: ignore[attr-defined]
+            side = SideStreams(out, fmt, source, warn)
+            sides = ((t, False, packet) for t, packet in source.side_packets(plan.end_seconds))
+            merged = heapq.merge(_video_packets(files, video), sides, key=lambda item: item[0])
+            for _, is_video, packet in merged:
+                if is_video:
+                    frames += 1
+                    out.mux(packet)
+                else:
+                    side.write(packet)
+            side.flush()
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, job.target)
+        fsync_dir(job.target.parent)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"FFmpeg failed while joining {job.target.name}: {exc}; no output written") from exc
+    finally:
+        source.close()
+        tmp.unlink(missing_ok=True)
+    return frames, size[0], size[1]

@@ -1,0 +1,184 @@
+"""``--ray``: segments render on Ray actors (one backend per actor), on an existing cluster or an embedded
+local Ray.
+
+Each actor opens its backend once and renders the segments it is handed, one at a time; the coordinator
+(this process) keeps every actor busy, polls their progress, records finished segments in the manifest
+and retries a segment whose actor died on another actor. Workers read the input and write segment files
+by path, so the input and the output's folder must be on storage every node mounts at the same path
+(NFS, a cluster filesystem); see the README for the object-store alternative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
+from srgan_deploy.jobs.events import Done, Failed, Note, Progress
+from srgan_deploy.jobs.render import SegmentResult, SegmentTask, render_segment
+from srgan_deploy.jobs.workers import MAX_ATTEMPTS, OnEvent, ShouldRun, WorkerSpec
+
+RAY_INSTALL = "pip install 'srgan-deploy[cluster]' (or pip install ray)"
+LOCAL = "local"  # bare --ray: start an embedded Ray on this machine
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise BackendUnavailableError(f"--ray needs Ray, which is not installed; {RAY_INSTALL}") from None
+    return ray
+
+
+class SegmentWorker:
+    """The body of one Ray actor (wrapped by ``ray.remote`` at run time, so Ray stays an optional import)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        from srgan_deploy.backends.registry import create
+
+        self.notes: list[str] = []
+        self.frames = 0
+        self.backend = create(spec.choice, spec.source, notify=self.notes.append)
+        self.backend.open()
+
+    def ready(self) -> str:
+        import socket
+
+        return socket.gethostname()
+
+    def progress(self) -> tuple[int, list[str]]:
+        notes, self.notes = self.notes, []
+        return self.frames, notes
+
+    def render(self, task: SegmentTask) -> SegmentResult | str:
+        """A result, or the message of an error in the input (not worth retrying elsewhere)."""
+        self.frames = 0
+
+        def seen(n: int) -> None:
+            self.frames = n
+
+        try:
+            return render_segment(task, self.backend, seen, self.notes.append)
+        except SrganDeployError as exc:
+            return str(exc)
+
+
+class RayPool:
+    def __init__(self, address: str, specs: list[WorkerSpec]) -> None:
+        self.address = address
+        self.specs = specs
+
+    def _init(self, ray: Any) -> bool:
+        """Connect (or start); True when this process started Ray and must shut it down."""
+        if ray.is_initialized():
+            return False
+        quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if self.address == LOCAL:
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                object_store_memory=80 * 1024 * 1024,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+                **quiet,
+            )
+        else:
+            ray.init(address=self.address, **quiet)
+        return True
+
+    def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
+        ray = import_ray()
+        started = self._init(ray)
+        actors: list[Any] = []
+        try:
+            self._run(ray, tasks, on_event, should_run, actors)
+        finally:
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            if started:
+                ray.shutdown()
+
+    def _actor(self, ray: Any, spec: WorkerSpec) -> Any:
+        on_gpu = str(getattr(spec.choice.options, "device", "cpu")).startswith("cuda") or spec.choice.name in (
+            "tensorrt",
+            "tensorrt-rtx",
+        )
+        remote = ray.remote(SegmentWorker).options(
+            num_cpus=1, num_gpus=1 if on_gpu else 0, max_concurrency=2, scheduling_strategy="SPREAD"
+        )
+        return remote.remote(spec)
+
+    def _run(
+        self, ray: Any, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun, actors: list[Any]
+    ) -> None:
+        pending: deque[SegmentTask] = deque(tasks)
+        attempts: dict[tuple[int, int], int] = {}
+        idle: deque[Any] = deque()
+        starting: dict[Any, Any] = {}  # ready() ref -> actor
+        running: dict[Any, tuple[Any, SegmentTask]] = {}  # render() ref -> (actor, task)
+        for spec in self.specs:
+            actor = self._actor(ray, spec)
+            actors.append(actor)
+            starting[actor.ready.remote()] = actor
+        open_errors: list[str] = []
+        last_poll = 0.0
+        while pending or running:
+            if not (idle or starting or running):
+                raise SrganDeployError(open_errors[0] if open_errors else "no Ray worker could start")
+            while idle and pending:
+                task = pending.popleft()
+                if not should_run(task):
+                    continue
+                actor = idle.popleft()
+                running[actor.render.remote(task)] = (actor, task)
+            refs = list(starting) + list(running)
+            done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
+            for ref in done:
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        host = ray.get(ref)
+                        on_event(Note(f"ray worker ready on {host}"))
+                        idle.append(actor)
+                    except Exception as exc:  # noqa: BLE001 - Ray wraps the actor's error; report its text
+                        open_errors.append(f"a Ray worker could not open its backend: {_cause(exc)}")
+                    continue
+                actor, task = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the actor died (node lost, OOM, crash): retry elsewhere
+                    attempts[task.key] = attempts.get(task.key, 1) + 1
+                    if attempts[task.key] > MAX_ATTEMPTS:
+                        on_event(Failed(task.key, f"segment {task.key[1]} failed {MAX_ATTEMPTS} times: {_cause(exc)}"))
+                    else:
+                        on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({_cause(exc)})"))
+                        pending.appendleft(task)
+                    replacement = self._actor(ray, self.specs[len(actors) % len(self.specs)])
+                    actors.append(replacement)
+                    starting[replacement.ready.remote()] = replacement
+                    continue
+                if isinstance(outcome, str):
+                    on_event(Failed(task.key, outcome))
+                else:
+                    on_event(Done(task.key, outcome))
+                idle.append(actor)
+            now = time.monotonic()
+            if running and now - last_poll > 0.5:
+                last_poll = now
+                polls = {a.progress.remote(): task for a, task in running.values()}
+                ready, _ = ray.wait(list(polls), num_returns=len(polls), timeout=0.5)
+                for ref in ready:
+                    with contextlib.suppress(Exception):
+                        frames, notes = ray.get(ref)
+                        for note in notes:
+                            on_event(Note(note))
+                        on_event(Progress(polls[ref].key, frames))
+
+
+def _cause(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__

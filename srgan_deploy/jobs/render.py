@@ -1,0 +1,93 @@
+"""Render one segment: decode its frames, upscale them, encode them into the segment's own file.
+
+Runs wherever a worker runs (this process, a local worker process, a Ray actor); it needs only the
+task, an open backend and the paths in the task. The file appears under its final name only when
+complete, so a retried or duplicated task is harmless: it rewrites the same content.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from srgan_deploy.backends.base import Backend
+from srgan_deploy.errors import VideoError
+from srgan_deploy.jobs.manifest import segment_name
+from srgan_deploy.jobs.plan import Segment
+from srgan_deploy.pipeline import VideoJob, output_size, run_frames
+from srgan_deploy.video import Sink, Source
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    key: tuple[int, int]  # (the input's place in the queue, the segment's index)
+    job: VideoJob  # encode.codec already resolved for the output container
+    segment: Segment
+    work_dir: Path
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    index: int
+    file: str
+    bytes: int
+    frames: int
+    duplicates: int
+    rotation: float
+    bad_packets: int
+    seconds: float
+    codec: str
+    first_time: str | None  # exact output time of the first frame ("num/den" seconds); None when empty
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def render_segment(
+    task: SegmentTask,
+    backend: Backend[Any],
+    on_progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] = lambda m: None,
+) -> SegmentResult:
+    import av
+
+    job, segment = task.job, task.segment
+    t0 = time.perf_counter()
+    final = task.work_dir / segment_name(segment.index)
+    tmp = task.work_dir / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{final.suffix}"
+    source = Source(job.source, job.start, job.duration, job.max_frames, window=segment.window, side_streams=False)
+    sink: Sink | None = None
+    try:
+        width, height = output_size(job, source, backend.scale)
+        sink = Sink(tmp, "mp4", source, width, height, job.encode, warn)
+        stats = run_frames(job, source, sink, backend, on_progress, warn)
+        sink.finish()
+        codec = sink.codec
+        sink = None
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"FFmpeg failed on segment {segment.index} of {job.source.name}: {exc}") from exc
+    finally:
+        if sink is not None:
+            sink.abort()
+        source.close()
+        tmp.unlink(missing_ok=True)
+    return SegmentResult(
+        index=segment.index,
+        file=final.name,
+        bytes=final.stat().st_size,
+        frames=stats.written,
+        duplicates=stats.duplicates,
+        rotation=source.info.rotation,
+        bad_packets=source.stats.bad_packets,
+        seconds=round(time.perf_counter() - t0, 3),
+        codec=codec,
+        first_time=str(stats.first_pts * source.info.time_base) if stats.first_pts is not None else None,
+    )

@@ -1,0 +1,275 @@
+"""The coordinator: one queue of segments over one or many inputs, resumable, with one progress count.
+
+For each input: index it, plan its segments, open (or resume) its work folder, and queue the segments
+not yet done; then let an executor render the queue, recording each finished segment in the manifest as
+it arrives and joining an input's output as soon as its last segment is in. A bad input is reported
+and skipped; the others finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from srgan_deploy.errors import Interrupted, SrganDeployError
+from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
+from srgan_deploy.jobs.index import InputIndex, index_input
+from srgan_deploy.jobs.join import join_segments
+from srgan_deploy.jobs.manifest import Manifest, WorkDir, changes
+from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, Plan, check_segment_seconds, plan_segments
+from srgan_deploy.jobs.render import SegmentResult, SegmentTask
+from srgan_deploy.pipeline import VideoJob, check_paths
+from srgan_deploy.video import container_format
+
+
+class Executor(Protocol):
+    def run(
+        self,
+        tasks: list[SegmentTask],
+        on_event: Callable[[Event], None],
+        should_run: Callable[[SegmentTask], bool],
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
+    restart: bool = False  # discard any unfinished work and start over
+    identity: tuple[tuple[str, Any], ...] = ()  # what else decides the output (backend, precision, tile, ...)
+    weights: str = ""  # a digest of the model file
+
+    def __post_init__(self) -> None:
+        check_segment_seconds(self.segment_seconds)
+
+
+@dataclass
+class Outcome:
+    job: VideoJob
+    error: str | None = None
+    frames: int = 0
+    segments: int = 0
+    reused: int = 0  # segments found done by an earlier run
+    duplicates: int = 0
+    bad_packets: int = 0
+    bytes: int = 0
+    codec: str = ""
+    seconds: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Input:
+    number: int
+    job: VideoJob
+    index: InputIndex
+    plan: Plan
+    work: WorkDir
+    manifest: Manifest
+    outcome: Outcome
+    rendering: dict[int, int] = field(default_factory=dict)  # segment -> frames so far
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Reporter:
+    """How the coordinator speaks: progress (frames done, frames expected), status lines and warnings."""
+
+    progress: Callable[[int, int], None] = lambda done, total: None
+    status: Callable[[str], None] = lambda message: None
+    warn: Callable[[str], None] = lambda message: None
+
+
+def fingerprint(job: VideoJob, index: InputIndex, options: QueueOptions) -> dict[str, Any]:
+    encode = dataclasses.asdict(job.encode)
+    settings: dict[str, Any] = {
+        **{f"encode {k}": v for k, v in encode.items()},
+        "side_by_side": job.side_by_side,
+        "label": job.label if job.side_by_side else None,
+        "dedup": dataclasses.asdict(job.dedup) if job.dedup else None,
+        "start": job.start,
+        "duration": job.duration,
+        "max_frames": job.max_frames,
+        "segment_seconds": options.segment_seconds,
+        **{k: v for k, v in options.identity},
+    }
+    return {"input": index.fingerprint, "weights": options.weights, "options": settings}
+
+
+def resolve_codec(job: VideoJob, warn: Callable[[str], None]) -> VideoJob:
+    """Decide the codec once, for the output container (segments are all encoded the same way)."""
+    codec = job.encode.resolved_codec(container_format(job.target), warn)
+    return dataclasses.replace(job, encode=dataclasses.replace(job.encode, codec=codec))
+
+
+def _open_input(number: int, job: VideoJob, options: QueueOptions, report: Reporter) -> _Input:
+    report.status(f"indexing {job.source.name}")
+    index = index_input(job.source)
+    if not index.regular:
+        report.warn(f"{job.source.name}: {index.reason}; it is upscaled as one segment (resumable only as a whole)")
+    plan = plan_segments(index, options.segment_seconds, job.start, job.duration, job.max_frames)
+    work = WorkDir(job.target)
+    work.acquire()
+    try:
+        now = fingerprint(job, index, options)
+        saved = work.load()
+        manifest = Manifest(now, len(plan.segments), plan.frames)
+        if options.restart:
+            work.clear()
+        elif saved is not None and saved.fingerprint == now and saved.segments == len(plan.segments):
+            manifest.done = {k: v for k, v in saved.done.items() if work.segment_ok(v)}
+            if manifest.done:
+                report.status(
+                    f"{job.source.name}: resuming, {len(manifest.done)} of {len(plan.segments)} segments already done"
+                )
+        elif saved is not None:
+            what = changes(saved.fingerprint, now) or ["the segment plan changed"]
+            report.warn(f"{job.source.name}: unfinished work found but {'; '.join(what)}; starting over")
+            work.clear()
+        work.save(manifest)
+    except BaseException:
+        work.release()
+        raise
+    outcome = Outcome(job, segments=len(plan.segments), reused=len(manifest.done))
+    return _Input(number, job, index, plan, work, manifest, outcome)
+
+
+def run_queue(
+    jobs: list[VideoJob],
+    options: QueueOptions,
+    executor: Executor,
+    report: Reporter | None = None,
+) -> list[Outcome]:
+    """Upscale every job; returns one outcome per job (failed ones carry their error)."""
+    report = report or Reporter()
+    inputs: dict[int, _Input] = {}
+    outcomes: list[Outcome] = []
+    for number, job in enumerate(jobs):
+        try:
+            check_paths(job)
+            job = resolve_codec(job, report.warn)
+            inputs[number] = _open_input(number, job, options, report)
+            outcomes.append(inputs[number].outcome)
+        except SrganDeployError as exc:
+            outcomes.append(Outcome(job, error=str(exc)))
+            report.warn(f"{job.source}: {exc}")
+    total = sum(item.plan.frames for item in inputs.values())
+    seen: dict[str, int] = {}
+
+    def done_frames() -> int:
+        return sum(
+            sum(int(r["frames"]) for r in item.manifest.done.values()) + sum(item.rendering.values())
+            for item in inputs.values()
+        )
+
+    def finish(item: _Input) -> None:
+        records = [item.manifest.done[n] for n in range(len(item.plan.segments))]
+        report.status(f"joining {len(records)} segment(s) into {item.job.target.name}")
+        files = [(item.work.path / r["file"], r.get("first_time")) for r in records]
+        rotation = float(records[0].get("rotation", 0.0))
+        out = item.outcome
+        out.frames, out.width, out.height = join_segments(item.job, item.plan, files, rotation, report.warn)
+        out.duplicates = sum(int(r["duplicates"]) for r in records)
+        out.bad_packets = sum(int(r["bad_packets"]) for r in records)
+        out.codec = str(records[0]["codec"])
+        out.bytes = item.job.target.stat().st_size
+        out.seconds = time.perf_counter() - item.started
+        item.work.remove()
+
+    def fail(item: _Input, message: str) -> None:
+        if item.outcome.error is None:
+            item.outcome.error = message
+            item.work.release()  # the finished segments stay: a re-run resumes after the fix
+            report.warn(f"{item.job.source}: {message}")
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Note):
+            if event.message not in seen:
+                seen[event.message] = 1
+                report.warn(event.message)
+            return
+        item = inputs[event.key[0]]
+        if isinstance(event, Progress):
+            item.rendering[event.key[1]] = event.frames
+        elif isinstance(event, Failed):
+            item.rendering.pop(event.key[1], None)
+            fail(item, event.message)
+        elif isinstance(event, Done):
+            item.rendering.pop(event.key[1], None)
+            if item.outcome.error is not None:
+                return
+            result: SegmentResult = event.result
+            item.manifest.done[result.index] = result.to_dict()
+            item.work.save(item.manifest)
+            if len(item.manifest.done) == len(item.plan.segments):
+                try:
+                    finish(item)
+                except SrganDeployError as exc:
+                    fail(item, str(exc))
+        report.progress(done_frames(), total)
+
+    tasks = [
+        SegmentTask((item.number, seg.index), item.job, seg, item.work.path)
+        for item in inputs.values()
+        for seg in item.plan.segments
+        if seg.index not in item.manifest.done
+    ]
+    for item in inputs.values():  # everything was done before (killed while joining): join now
+        if len(item.manifest.done) == len(item.plan.segments):
+            try:
+                finish(item)
+            except SrganDeployError as exc:
+                fail(item, str(exc))
+    report.progress(done_frames(), total)
+    try:
+        executor.run(tasks, on_event, lambda task: inputs[task.key[0]].outcome.error is None)
+    except KeyboardInterrupt:
+        kept = sum(len(item.manifest.done) for item in inputs.values() if item.outcome.error is None)
+        planned = sum(len(item.plan.segments) for item in inputs.values())
+        raise Interrupted(
+            f"interrupted; {kept} of {planned} segments are done and kept - run the same command again to resume"
+        ) from None
+    finally:
+        for item in inputs.values():
+            item.work.release()
+    for item in inputs.values():
+        if item.outcome.error is None and len(item.manifest.done) < len(item.plan.segments):
+            item.outcome.error = "not all segments were rendered"  # an executor stopped early
+    return outcomes
+
+
+def video_jobs(inputs: list[Path], out_dir: Path, template: VideoJob) -> list[VideoJob]:
+    """Many inputs (files or folders of videos) to one output folder, each keeping its container."""
+    from srgan_deploy.errors import InputFileError, OutputExistsError
+    from srgan_deploy.video import CONTAINERS
+
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise InputFileError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {item}")
+            files += found
+        else:
+            files.append(item)  # a missing or bad file is reported with the others, at its turn
+    jobs: list[VideoJob] = []
+    seen: set[Path] = set()
+    for path in files:
+        suffix = path.suffix.lower() if path.suffix.lower() in CONTAINERS else ".mkv"
+        target = out_dir / f"{path.stem}{suffix}"
+        if target in seen:
+            raise OutputExistsError(f"two inputs map to the same output {target}; upscale them separately")
+        seen.add(target)
+        jobs.append(dataclasses.replace(template, source=path, target=target))
+    return jobs
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")

@@ -1,0 +1,257 @@
+"""Where segments render: in this process, or in N local worker processes each with its own backend.
+
+Both take the same tasks and report the same events (``jobs.events``), so the coordinator does not know
+which one runs. A worker process opens its backend once and renders segment after segment; the
+coordinator hands each idle worker one task at a time, so it always knows which task a crashed worker
+held and can give it to another (a segment file appears only when complete, so a retry is harmless).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.options import TensorRTOptions
+from srgan_deploy.backends.registry import Choice
+from srgan_deploy.errors import ConfigError, SrganDeployError
+from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
+from srgan_deploy.jobs.render import SegmentTask, render_segment
+from srgan_deploy.sources import ModelSource
+
+MAX_ATTEMPTS = 3  # a segment whose worker died is given to another worker at most this many times in all
+PROGRESS_EVERY_S = 0.25
+
+OnEvent = Callable[[Event], None]
+ShouldRun = Callable[[SegmentTask], bool]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to build its own backend (picklable: it crosses process and node borders)."""
+
+    choice: Choice
+    source: ModelSource
+
+
+def parse_devices(device: str) -> list[str]:
+    """``cuda:0,cuda:1`` -> one device per worker (round robin); a single value is shared by all."""
+    items = [d.strip() for d in device.split(",") if d.strip()]
+    if not items:
+        raise ConfigError("--device is empty; use auto, cpu, cuda or cuda:0,cuda:1,...")
+    if len(items) > 1 and not all(d.startswith("cuda:") and d[5:].isdigit() for d in items):
+        raise ConfigError(f"--device '{device}': a list must name GPUs only, e.g. cuda:0,cuda:1")
+    return items
+
+
+def worker_specs(choice: Choice, source: ModelSource, workers: int, devices: list[str]) -> list[WorkerSpec]:
+    """One spec per worker: its own GPU from ``devices``, and on CPU an equal share of the cores and of
+    the memory budget, so N workers together use what one would."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    specs = []
+    cores = os.cpu_count() or 1
+    for n in range(workers):
+        options: Any = choice.options
+        device = devices[n % len(devices)]
+        if len(devices) > 1:
+            if isinstance(options, TensorRTOptions):
+                options = dataclasses.replace(options, device=int(device[5:]))
+            elif hasattr(options, "device"):
+                options = dataclasses.replace(options, device=device)
+        on_cpu = getattr(options, "device", "cpu") == "cpu"
+        if workers > 1 and on_cpu and hasattr(options, "threads") and options.threads is None:
+            options = dataclasses.replace(options, threads=max(1, cores // workers))
+        if workers > 1 and options.memory_budget is None:
+            from srgan_deploy.memory import default_budget
+
+            options = dataclasses.replace(options, memory_budget=max(1, default_budget() // workers))
+        specs.append(WorkerSpec(Choice(choice.name, options, choice.reason), source))
+    return specs
+
+
+class Throttle:
+    """Report progress at most every PROGRESS_EVERY_S (a queue message per frame would be wasteful)."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.report = report
+        self.last = 0.0
+
+    def __call__(self, frames: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self.report(frames)
+
+
+class InProcess:
+    """Renders in the calling thread with an already open backend (``--workers 1``, the default)."""
+
+    def __init__(self, backend: Backend[Any]) -> None:
+        self.backend = backend
+
+    def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
+        for task in tasks:
+            if not should_run(task):
+                continue
+            key = task.key
+            try:
+                result = render_segment(
+                    task,
+                    self.backend,
+                    lambda n, key=key: on_event(Progress(key, n)),  # type: ignore[misc]
+                    lambda m: on_event(Note(m)),
+                )
+            except SrganDeployError as exc:
+                on_event(Failed(key, str(exc)))
+                continue
+            on_event(Done(key, result))
+
+
+# ------------------------------------------------------------------ local worker processes
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the coordinator dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def worker_main(wid: int, spec: WorkerSpec, tasks: Any, events: Any, parent: int) -> None:
+    """A worker process: open the backend once, then render tasks until told to stop (None)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's; it stops the workers
+    _die_with_parent()
+    if os.getppid() != parent:
+        return
+    from srgan_deploy.backends.registry import create
+
+    try:
+        backend = create(spec.choice, spec.source, notify=lambda m: events.put((wid, Note(m))))
+        backend.open()
+    except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, which decides
+        events.put((wid, RuntimeError(f"worker {wid} could not open its backend: {exc}")))
+        return
+    events.put((wid, "ready"))
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                break
+            key = task.key
+            try:
+                result = render_segment(
+                    task,
+                    backend,
+                    Throttle(lambda n, key=key: events.put((wid, Progress(key, n)))),  # type: ignore[misc]
+                    lambda m: events.put((wid, Note(m))),
+                )
+            except SrganDeployError as exc:
+                events.put((wid, Failed(key, str(exc))))
+                continue
+            events.put((wid, Done(key, result)))
+    finally:
+        backend.close()
+
+
+class ProcessPool:
+    """``--workers N``: N local processes (spawned, not forked: CUDA and thread pools do not survive a fork)."""
+
+    def __init__(self, specs: list[WorkerSpec]) -> None:
+        self.specs = specs
+
+    def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        events: Any = ctx.Queue()
+        pending: deque[SegmentTask] = deque(tasks)
+        attempts: dict[tuple[int, int], int] = {}
+        inboxes: dict[int, Any] = {}
+        procs: dict[int, Any] = {}
+        busy: dict[int, SegmentTask | None] = {}  # ready workers and what each renders now
+        open_errors: list[str] = []
+
+        def start(wid: int) -> None:
+            inbox = ctx.Queue()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(wid, self.specs[wid % len(self.specs)], inbox, events, os.getpid()),
+                name=f"srgan-worker-{wid}",
+                daemon=True,
+            )
+            proc.start()
+            inboxes[wid], procs[wid] = inbox, proc
+
+        def dispatch(wid: int) -> None:
+            busy[wid] = None
+            while pending:
+                task = pending.popleft()
+                if should_run(task):
+                    busy[wid] = task
+                    inboxes[wid].put(task)
+                    return
+
+        def requeue(task: SegmentTask, why: str) -> None:
+            attempts[task.key] = attempts.get(task.key, 1) + 1
+            if attempts[task.key] > MAX_ATTEMPTS:
+                on_event(Failed(task.key, f"segment {task.key[1]} failed {MAX_ATTEMPTS} times: {why}"))
+            else:
+                on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({why})"))
+                pending.appendleft(task)
+
+        next_id = len(self.specs)
+        restarts = 0
+        for wid in range(len(self.specs)):
+            start(wid)
+        try:
+            while pending or any(busy.values()):
+                if not procs:
+                    raise SrganDeployError(open_errors[0] if open_errors else "every worker process exited")
+                try:
+                    wid, message = events.get(timeout=0.5)
+                except queue.Empty:
+                    for dead, proc in list(procs.items()):
+                        if proc.is_alive():
+                            continue
+                        procs.pop(dead)
+                        task = busy.pop(dead, None)
+                        if task is not None:
+                            requeue(task, f"worker {dead} exited with code {proc.exitcode}")
+                        if pending and restarts < MAX_ATTEMPTS * len(self.specs):
+                            restarts += 1
+                            start(next_id)
+                            next_id += 1
+                    continue
+                if isinstance(message, RuntimeError):
+                    open_errors.append(str(message))
+                    procs.pop(wid).join()
+                elif message == "ready":
+                    dispatch(wid)
+                elif isinstance(message, Done | Failed):
+                    on_event(message)
+                    dispatch(wid)
+                else:
+                    on_event(message)
+        finally:
+            for inbox in inboxes.values():
+                with contextlib.suppress(Exception):
+                    inbox.put(None)
+            deadline = time.monotonic() + 10
+            for proc in procs.values():
+                proc.join(timeout=max(0.1, deadline - time.monotonic()))
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
