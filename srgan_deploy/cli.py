@@ -19,10 +19,51 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from srgan_deploy.errors import SrganDeployError
 
+# Options whose value may be left out: bare ``--ray`` means a local Ray, bare ``--dedup`` the default rule.
+# Typer has no optional option values, so the group fills in the value before parsing when the next word
+# is missing, another option, or not a value of that option (``--ray in.mp4 out.mp4`` stays correct).
+OPTIONAL_VALUES: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "--ray": ("local", lambda v: v in ("local", "auto") or "://" in v or _looks_like_host_port(v)),
+    "--dedup": ("default", lambda v: v in ("exact", "default") or _looks_like_rule(v)),
+}
+
+
+def _looks_like_host_port(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and "/" not in host
+
+
+def _looks_like_rule(value: str) -> bool:
+    parts = value.split(",")
+    return len(parts) == 2 and all(p.replace(".", "", 1).isdigit() for p in parts)
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            out += args[i + 1 :]
+            break
+        if arg in OPTIONAL_VALUES:
+            default, is_value = OPTIONAL_VALUES[arg]
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or nxt.startswith("-") or not is_value(nxt):
+                out.append(default)
+    return out
+
+
+class _Group(TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_optional_values(list(args)))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="srgan-deploy",
     help="SRGAN 4x super-resolution: train, export (ONNX / TensorRT), benchmark, upscale images and video.",
     no_args_is_help=True,
@@ -544,8 +585,6 @@ def video(
         str | None,
         typer.Option(
             "--ray",
-            is_flag=False,
-            flag_value="local",
             help="Render on Ray: bare --ray starts a local Ray; --ray auto / ray://HOST:10001 joins a cluster.",
         ),
     ] = None,
@@ -553,8 +592,6 @@ def video(
         str | None,
         typer.Option(
             "--dedup",
-            is_flag=False,
-            flag_value="default",
             help="Reuse the output of repeated frames: bare --dedup (max diff 10, mean 0.5), exact, or MAX,MEAN.",
         ),
     ] = None,
@@ -564,7 +601,7 @@ def video(
     from srgan_deploy.dedup import parse_rule
     from srgan_deploy.errors import ConfigError, VideoError
     from srgan_deploy.jobs.plan import check_segment_seconds
-    from srgan_deploy.jobs.run import QueueOptions, video_jobs
+    from srgan_deploy.jobs.run import QueueOptions, check_outputs, video_jobs
     from srgan_deploy.jobs.workers import parse_devices
     from srgan_deploy.pipeline import VideoJob, check_paths
     from srgan_deploy.video import EncodeOptions
@@ -596,23 +633,13 @@ def video(
             )
         jobs = [dataclasses.replace(template, source=paths[0], target=paths[1])]
         check_paths(jobs[0])
+        jobs = check_outputs(jobs, _warn)
     else:
         if out_dir.exists() and not out_dir.is_dir():
             from srgan_deploy.errors import OutputError
 
             raise OutputError(f"-o {out_dir} exists and is not a folder")
-        jobs = video_jobs(paths, out_dir, template)
-        for job in jobs:
-            if job.source.exists():
-                check_paths(dataclasses.replace(job, target=out_dir / "-" / job.target.name))  # container only
-            if job.target.exists() and not overwrite:
-                from srgan_deploy.errors import OutputExistsError
-
-                raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
-            if job.source.exists() and job.target.resolve() == job.source.resolve():
-                from srgan_deploy.errors import OutputExistsError
-
-                raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
+        jobs = check_outputs(video_jobs(paths, out_dir, template), _warn)
         out_dir.mkdir(parents=True, exist_ok=True)
     engine, choice = _backend(backend, weights, devices[0], tile, threads, precision, slots, memory_budget)
     from srgan_deploy.sources import digest, model_name, model_source
@@ -651,9 +678,15 @@ def video(
         )
     if len(outcomes) > 1:
         out.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} videos done", markup=False)
+    if len(outcomes) == 1 and failed:
+        raise VideoError(str(failed[0].error))
     if failed:
         names = ", ".join(o.job.source.name for o in failed)
         raise VideoError(f"{len(failed)} of {len(outcomes)} video(s) failed: {names} (errors above)")
+
+
+def _warn(message: str) -> None:
+    _stderr().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _ray_address(value: str) -> str:
@@ -697,7 +730,7 @@ def _run_video_queue(
             from srgan_deploy.jobs.ray_pool import RayPool, import_ray
 
             import_ray()
-            executor: Any = RayPool(address, worker_specs(choice, source, workers, devices))
+            executor: Any = RayPool(address, worker_specs(choice, source, workers, devices, explicit_threads=True))
             err.print(
                 f"backend: {choice.name} on {workers} Ray worker(s) ({choice.reason})", soft_wrap=True, markup=False
             )
@@ -734,7 +767,10 @@ def _run_video_queue(
         report = Reporter(
             progress=on_progress,
             status=lambda m: err.print(escape(m), soft_wrap=True),
-            warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
+            warn=_warn,
+            failed=(lambda m: err.print(f"[red]error:[/] {escape(m)}", soft_wrap=True))
+            if len(jobs) > 1
+            else (lambda m: None),
         )
         return run_queue(jobs, options, executor, report)
     raise AssertionError("unreachable")

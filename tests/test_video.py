@@ -238,17 +238,19 @@ def test_sigint_leaves_no_output(tmp_path: Path, tiny_weights: Path) -> None:
         "ultrafast",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    work = tmp_path / ".never.mp4.srgan-work"
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(".never.partial*")):
+    while time.time() < deadline and not list(work.glob(".seg-*partial*")):
         time.sleep(0.05)
-    assert list(tmp_path.glob(".never.partial*")), "the run never started writing"
+    assert list(work.glob(".seg-*partial*")), "the run never started writing"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
-    assert b"interrupted" in err
+    assert b"interrupted" in err and b"resume" in err
     assert not out.exists()
-    assert not list(tmp_path.glob(".never.partial*"))
+    assert not list(work.glob(".seg-*partial*"))  # no half-written segment left behind
+    assert (work / "manifest.json").exists()  # the finished ones are kept for the next run
 
 
 def test_nvenc_without_a_gpu_falls_back_to_x264(clip: Path, tmp_path: Path, model: object) -> None:

@@ -28,6 +28,7 @@ class Failed:
 @dataclass(frozen=True)
 class Note:
     message: str  # a worker's warning or notice, shown once
+    warning: bool = True  # False: a status line (a worker came up, ...)
 
 
 Event = Progress | Done | Failed | Note

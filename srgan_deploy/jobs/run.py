@@ -86,6 +86,7 @@ class Reporter:
     progress: Callable[[int, int], None] = lambda done, total: None
     status: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None
+    failed: Callable[[str], None] = lambda message: None  # an input failed (the others go on)
 
 
 def fingerprint(job: VideoJob, index: InputIndex, options: QueueOptions) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def run_queue(
             outcomes.append(inputs[number].outcome)
         except SrganDeployError as exc:
             outcomes.append(Outcome(job, error=str(exc)))
-            report.warn(f"{job.source}: {exc}")
+            report.failed(_about(job, str(exc)))
     total = sum(item.plan.frames for item in inputs.values())
     seen: dict[str, int] = {}
 
@@ -188,13 +189,13 @@ def run_queue(
         if item.outcome.error is None:
             item.outcome.error = message
             item.work.release()  # the finished segments stay: a re-run resumes after the fix
-            report.warn(f"{item.job.source}: {message}")
+            report.failed(_about(item.job, message))
 
     def on_event(event: Event) -> None:
         if isinstance(event, Note):
             if event.message not in seen:
                 seen[event.message] = 1
-                report.warn(event.message)
+                (report.warn if event.warning else report.status)(event.message)
             return
         item = inputs[event.key[0]]
         if isinstance(event, Progress):
@@ -270,6 +271,25 @@ def video_jobs(inputs: list[Path], out_dir: Path, template: VideoJob) -> list[Vi
         seen.add(target)
         jobs.append(dataclasses.replace(template, source=path, target=target))
     return jobs
+
+
+def _about(job: VideoJob, message: str) -> str:
+    return message if str(job.source) in message or job.source.name in message else f"{job.source}: {message}"
+
+
+def check_outputs(jobs: list[VideoJob], warn: Callable[[str], None] = lambda m: None) -> list[VideoJob]:
+    """Before any work: every output is writable as asked, its codec resolved for its container (inputs
+    are checked one by one, at their turn, so one bad input does not stop the others)."""
+    from srgan_deploy.errors import OutputExistsError
+
+    checked = []
+    for job in jobs:
+        checked.append(resolve_codec(job, warn))
+        if job.target.exists() and not job.overwrite:
+            raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
+        if job.source.exists() and job.target.resolve() == job.source.resolve():
+            raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
+    return checked
 
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")

@@ -51,9 +51,12 @@ def parse_devices(device: str) -> list[str]:
     return items
 
 
-def worker_specs(choice: Choice, source: ModelSource, workers: int, devices: list[str]) -> list[WorkerSpec]:
+def worker_specs(
+    choice: Choice, source: ModelSource, workers: int, devices: list[str], explicit_threads: bool = False
+) -> list[WorkerSpec]:
     """One spec per worker: its own GPU from ``devices``, and on CPU an equal share of the cores and of
-    the memory budget, so N workers together use what one would."""
+    the memory budget, so N workers together use what one would. ``explicit_threads`` always sets the
+    thread count (Ray actors: Ray pins OMP_NUM_THREADS to the CPUs an actor reserves)."""
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     specs = []
@@ -67,7 +70,7 @@ def worker_specs(choice: Choice, source: ModelSource, workers: int, devices: lis
             elif hasattr(options, "device"):
                 options = dataclasses.replace(options, device=device)
         on_cpu = getattr(options, "device", "cpu") == "cpu"
-        if workers > 1 and on_cpu and hasattr(options, "threads") and options.threads is None:
+        if (workers > 1 or explicit_threads) and on_cpu and hasattr(options, "threads") and options.threads is None:
             options = dataclasses.replace(options, threads=max(1, cores // workers))
         if workers > 1 and options.memory_budget is None:
             from srgan_deploy.memory import default_budget

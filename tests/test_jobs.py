@@ -1,0 +1,389 @@
+"""Segmented, resumable video jobs: frame-exact joins, resume after SIGKILL, workers, Ray, queues, dedup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from srgan_deploy.cli import app, fill_optional_values
+from srgan_deploy.dedup import DedupRule, collapse, parse_rule
+from srgan_deploy.errors import ConfigError, OutputError
+from srgan_deploy.jobs.index import InputIndex, index_input
+from srgan_deploy.jobs.manifest import WorkDir, work_dir_for
+from srgan_deploy.jobs.plan import plan_segments
+from srgan_deploy.jobs.run import QueueOptions, Reporter, run_queue
+from srgan_deploy.jobs.workers import InProcess
+from srgan_deploy.pipeline import VideoJob
+from srgan_deploy.video import DecodedFrame, EncodeOptions
+from tests.clips import audio_duration, make_clip, read_video
+from tests.conftest import make_backend
+
+FAST = EncodeOptions(codec="libx264", crf=12, preset="ultrafast")
+# frame times in ms: 24 fps, then a stretch at 60 fps, then 10 fps (variable frame rate across boundaries)
+VFR_MS = (
+    [round(i * 1000 / 24) for i in range(12)] + [500 + i * 17 for i in range(12)] + [704 + i * 100 for i in range(12)]
+)
+
+
+@pytest.fixture(scope="module")
+def vfr_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("vfr") / "vfr.mp4", width=64, height=48, frames=len(VFR_MS), pts=VFR_MS)
+
+
+@pytest.fixture(scope="module")
+def bicubic() -> object:
+    backend = make_backend("bicubic")
+    backend.open()
+    yield backend
+    backend.close()
+
+
+def frames_of(path: Path) -> tuple[list[np.ndarray], list[Fraction]]:
+    frames, pts, tb, _ = read_video(path)
+    return frames, [p * tb for p in pts]
+
+
+def input_times(path: Path) -> list[Fraction]:
+    _, pts, tb, _ = read_video(path)
+    return [p * tb for p in pts]
+
+
+def run(jobs: list[VideoJob], backend: object, seconds: float = 0.25, **kw: object) -> list:  # type: ignore[type-arg]
+    warnings: list[str] = []
+    out = run_queue(
+        jobs,
+        QueueOptions(segment_seconds=seconds, **kw),
+        InProcess(backend),
+        Reporter(warn=warnings.append),  # type: ignore[arg-type]
+    )
+    return out
+
+
+# ------------------------------------------------------------------ plan and index
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.integers(1, 5000), min_size=1, max_size=80),
+    seconds=st.floats(0.01, 3.0),
+    start=st.one_of(st.none(), st.floats(0, 2.0)),
+    max_frames=st.one_of(st.none(), st.integers(1, 100)),
+)
+def test_segments_cover_every_chosen_frame_exactly_once(
+    steps: list[int], seconds: float, start: float | None, max_frames: int | None
+) -> None:
+    pts = [int(x) for x in np.cumsum([0, *steps])]
+    index = InputIndex(Path("x.mp4"), Fraction(1, 1000), 0, tuple(pts), ((0, 0),), True, "", "fp", 40)
+    try:
+        plan = plan_segments(index, seconds, start, None, max_frames)
+    except Exception as exc:  # noqa: BLE001 - only "nothing in range" may fail
+        assert "no video frames" in str(exc)
+        return
+    wanted = [p for p in pts if p >= round((start or 0) * 1000)][:max_frames]
+    got = []
+    for seg in plan.segments:
+        assert seg.window is not None
+        inside = [p for p in pts if seg.window.first <= p and (seg.window.end is None or p < seg.window.end)]
+        assert len(inside) == seg.frames
+        got += inside
+    assert got == wanted and plan.frames == len(wanted)
+    assert [s.index for s in plan.segments] == list(range(len(plan.segments)))
+
+
+def test_index_reads_every_frame_and_fingerprints_content(vfr_clip: Path, tmp_path: Path) -> None:
+    index = index_input(vfr_clip)
+    assert index.regular and len(index.pts) == len(VFR_MS)
+    assert [p * index.time_base for p in index.pts] == input_times(vfr_clip)
+    other = make_clip(tmp_path / "other.mp4", frames=len(VFR_MS), pts=[t + 1 for t in VFR_MS])
+    assert index_input(other).fingerprint != index.fingerprint
+    assert index_input(vfr_clip).fingerprint == index.fingerprint
+
+
+# ------------------------------------------------------------------ frame-exact join
+
+
+def test_segmented_output_has_exactly_the_input_frames_times_and_audio(
+    vfr_clip: Path, tmp_path: Path, bicubic: object
+) -> None:
+    out = tmp_path / "out.mp4"
+    job = VideoJob(vfr_clip, out, FAST)
+    (outcome,) = run([job], bicubic, seconds=0.2)
+    assert outcome.ok, outcome.error
+    assert outcome.segments >= 5
+    frames, times = frames_of(out)
+    assert times == input_times(vfr_clip)  # none missing or doubled at boundaries, VFR times kept
+    assert abs(audio_duration(out) - audio_duration(vfr_clip)) < 1e-3
+    assert frames[0].shape == (48 * 4, 64 * 4, 3)
+    # every segment starts on an output keyframe
+    with av.open(str(out)) as c:
+        keys = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    assert len(keys) == outcome.segments and keys[0] == 0
+    assert not work_dir_for(out).exists()
+
+
+def test_segments_match_a_single_pass_frame_for_frame(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    lossless = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
+    many = run([VideoJob(vfr_clip, tmp_path / "many.mkv", lossless)], bicubic, seconds=0.15)
+    one = run([VideoJob(vfr_clip, tmp_path / "one.mkv", lossless)], bicubic, seconds=100)
+    assert many[0].segments > 3 and one[0].segments == 1
+    a, ta = frames_of(tmp_path / "many.mkv")
+    b, tb = frames_of(tmp_path / "one.mkv")
+    assert ta == tb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_range_options_cut_the_same_frames_as_a_single_pass(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    job = VideoJob(vfr_clip, tmp_path / "cut.mp4", FAST, start=0.3, max_frames=15)
+    (outcome,) = run([job], bicubic, seconds=0.1)
+    assert outcome.ok and outcome.frames == 15
+    _, times = frames_of(tmp_path / "cut.mp4")
+    src = [t for t in input_times(vfr_clip) if t >= Fraction(3, 10)][:15]
+    assert times == [t - src[0] + (src[0] - Fraction(3, 10)) for t in src]
+
+
+def test_input_without_regular_timestamps_runs_as_one_segment(tmp_path: Path, bicubic: object) -> None:
+    # two recordings back to back: the timestamps restart, so some repeat
+    first = make_clip(tmp_path / "a.ts", frames=8, audio=False, fmt="mpegts")
+    second = make_clip(tmp_path / "b.ts", frames=8, audio=False, fmt="mpegts")
+    src = tmp_path / "joined.ts"
+    src.write_bytes(first.read_bytes() + second.read_bytes())
+    index = index_input(src)
+    assert not index.regular and "repeated" in index.reason
+    warnings: list[str] = []
+    (outcome,) = run_queue(
+        [VideoJob(src, tmp_path / "o.mkv", FAST)],
+        QueueOptions(0.1),
+        InProcess(bicubic),
+        Reporter(warn=warnings.append),  # type: ignore[arg-type]
+    )
+    assert outcome.ok and outcome.segments == 1 and outcome.frames == 16
+    assert any("one segment" in w for w in warnings)
+
+
+# ------------------------------------------------------------------ resume
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "srgan_deploy.cli", "video", *args]
+
+
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(
+    tmp_path: Path, tiny_weights: Path, vfr_clip: Path
+) -> None:
+    src = make_clip(tmp_path / "long.mp4", frames=96, width=96, height=64, pts=[i * 42 for i in range(96)])
+    args = [
+        "-w",
+        str(tiny_weights),
+        "-b",
+        "torch",
+        "--threads",
+        "1",
+        "--preset",
+        "ultrafast",
+        "--segment-seconds",
+        "0.3",
+    ]
+    killed = tmp_path / "killed.mp4"
+    manifest = work_dir_for(killed) / "manifest.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli(str(src), str(killed), *args), env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists():
+            try:
+                done = len(json.loads(manifest.read_text())["done"])
+            except (ValueError, KeyError):
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= done < 10, f"the kill did not land mid-way ({done} segments done)"
+    assert not killed.exists()
+
+    resumed = subprocess.run(_cli(str(src), str(killed), *args), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "segments reused" in resumed.stdout
+    clean = tmp_path / "clean.mp4"
+    whole = subprocess.run(_cli(str(src), str(clean), *args), env=env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    a, ta = frames_of(killed)
+    b, tb = frames_of(clean)
+    assert len(a) == 96 and ta == tb == input_times(src)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # bit-identical decoded frames
+    assert abs(audio_duration(killed) - audio_duration(src)) < 1e-3
+    assert not work_dir_for(killed).exists()
+
+
+def test_changed_options_start_over_and_say_what_changed(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    out = tmp_path / "o.mp4"
+    work = WorkDir(out)
+    job = VideoJob(vfr_clip, out, FAST)
+    # leave the work of a run with another crf behind, as a kill would
+    from srgan_deploy.jobs.run import _open_input
+
+    item = _open_input(
+        0, VideoJob(vfr_clip, out, EncodeOptions(crf=30, preset="ultrafast")), QueueOptions(0.2), Reporter()
+    )
+    item.manifest.done[0] = {"file": "seg-00000.mp4", "bytes": 1, "frames": 1}
+    item.work.save(item.manifest)
+    item.work.release()
+    warnings: list[str] = []
+    (outcome,) = run_queue([job], QueueOptions(0.2), InProcess(bicubic), Reporter(warn=warnings.append))  # type: ignore[arg-type]
+    assert outcome.ok and outcome.reused == 0
+    assert any("encode crf 30 -> 12" in w and "starting over" in w for w in warnings), warnings
+    assert not work.path.exists()
+
+
+def test_restart_discards_and_a_second_run_is_locked_out(vfr_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    first = WorkDir(out)
+    first.acquire()
+    (first.path / "seg-00000.mp4").write_bytes(b"old")
+    second = WorkDir(out)
+    with pytest.raises(OutputError, match="being written by srgan-deploy pid"):
+        second.acquire()
+    first.clear()
+    assert [p.name for p in first.path.iterdir()] == ["lock"]
+    first.release()
+    second.acquire()
+    second.remove()
+
+
+# ------------------------------------------------------------------ workers, Ray, queues
+
+
+def _cli_run(*args: str) -> object:
+    return CliRunner().invoke(app, ["video", *args])
+
+
+def test_two_worker_processes_and_local_ray_give_the_same_frames(
+    vfr_clip: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    common = ["-w", str(tiny_weights), "-b", "onnxruntime", "--preset", "ultrafast", "--segment-seconds", "0.2"]
+    one = _cli_run(str(vfr_clip), str(tmp_path / "w1.mp4"), *common)
+    assert one.exit_code == 0, one.output  # type: ignore[attr-defined]
+    two = _cli_run(str(vfr_clip), str(tmp_path / "w2.mp4"), *common, "--workers", "2", "--threads", "1")
+    assert two.exit_code == 0, two.output  # type: ignore[attr-defined]
+    ref, times = frames_of(tmp_path / "w1.mp4")
+    got, got_times = frames_of(tmp_path / "w2.mp4")
+    assert got_times == times == input_times(vfr_clip)
+    assert all(np.array_equal(x, y) for x, y in zip(ref, got, strict=True))
+    pytest.importorskip("ray")
+    ray_run = _cli_run(str(vfr_clip), str(tmp_path / "r.mp4"), *common, "--workers", "2", "--ray")
+    assert ray_run.exit_code == 0, ray_run.output  # type: ignore[attr-defined]
+    got, got_times = frames_of(tmp_path / "r.mp4")
+    assert got_times == times
+    assert all(np.array_equal(x, y) for x, y in zip(ref, got, strict=True))
+
+
+def test_queue_with_a_corrupt_input_finishes_the_others_and_fails(
+    vfr_clip: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    good = make_clip(tmp_path / "in" / "a.mp4", frames=10) if (tmp_path / "in").mkdir() is None else None
+    assert good is not None
+    bad = tmp_path / "in" / "b.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    result = _cli_run(
+        str(tmp_path / "in"), str(vfr_clip), "-o", str(tmp_path / "out"), "-b", "bicubic", "--preset", "ultrafast"
+    )
+    assert result.exit_code == 2
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert outs == ["a.mp4", "vfr.mp4"]
+    assert len(read_video(tmp_path / "out" / "a.mp4")[0]) == 10
+    assert input_times(tmp_path / "out" / "vfr.mp4") == input_times(vfr_clip)
+    err = result.stderr  # type: ignore[attr-defined]
+    assert "b.mp4" in err and "1 of 3 video(s) failed" in err
+    assert "2 of 3 videos done" in result.stdout  # type: ignore[attr-defined]
+
+
+def test_video_argument_errors_are_one_line(tmp_path: Path, vfr_clip: Path) -> None:
+    three = _cli_run(str(vfr_clip), str(vfr_clip), str(tmp_path / "x.mp4"))
+    assert three.exit_code == 2 and "-o FOLDER" in three.stderr  # type: ignore[attr-defined]
+    seg = _cli_run(str(vfr_clip), str(tmp_path / "x.mp4"), "--segment-seconds", "0")
+    assert seg.exit_code == 2 and "--segment-seconds" in seg.stderr  # type: ignore[attr-defined]
+    ray = _cli_run(str(vfr_clip), str(tmp_path / "x.mp4"), "--ray", "http://nope")
+    assert ray.exit_code == 2 and "not a Ray address" in ray.stderr  # type: ignore[attr-defined]
+    dev = _cli_run(str(vfr_clip), str(tmp_path / "x.mp4"), "--device", "cuda:0,cpu")
+    assert dev.exit_code == 2 and "GPUs only" in dev.stderr  # type: ignore[attr-defined]
+
+
+def test_ray_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from srgan_deploy.errors import BackendUnavailableError
+    from srgan_deploy.jobs.ray_pool import import_ray
+
+    real = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kw: object) -> object:
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(BackendUnavailableError, match=r"srgan-deploy\[cluster\]"):
+        import_ray()
+
+
+def test_bare_optional_values_are_filled_in() -> None:
+    assert fill_optional_values(["video", "a.mp4", "b.mp4", "--ray"]) == ["video", "a.mp4", "b.mp4", "--ray", "local"]
+    assert fill_optional_values(["video", "--ray", "a.mp4", "b.mp4"])[:3] == ["video", "--ray", "local"]
+    assert fill_optional_values(["--ray", "auto"]) == ["--ray", "auto"]
+    assert fill_optional_values(["--ray", "ray://head:10001"]) == ["--ray", "ray://head:10001"]
+    assert fill_optional_values(["--dedup", "--workers", "2"]) == ["--dedup", "default", "--workers", "2"]
+    assert fill_optional_values(["--dedup", "4,0.2", "a"]) == ["--dedup", "4,0.2", "a"]
+
+
+# ------------------------------------------------------------------ dedup
+
+
+def test_collapse_keeps_order_and_compares_with_the_reference() -> None:
+    base = np.zeros((4, 4, 3), np.uint8)
+    frames = [DecodedFrame(base + v, i) for i, v in enumerate([0, 0, 1, 2, 3, 50, 50])]
+    out = list(collapse(iter(frames), DedupRule(max_diff=2, mean_diff=2.0)))
+    # 0,0,1,2 are within 2 of the reference (0); 3 is not (a slow fade cannot creep); 50,50 repeat
+    assert [(f.pts, f.repeats) for f in out] == [(0, [1, 2, 3]), (4, []), (5, [6])]
+    assert parse_rule("exact") == DedupRule(0, 0.0)
+    with pytest.raises(ConfigError, match="MAX,MEAN"):
+        parse_rule("lots")
+
+
+def test_dedup_reuses_outputs_of_held_frames(tmp_path: Path, bicubic: object) -> None:
+    held = [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]  # drawings held 2-3 frames, as animation is
+    src = tmp_path / "anim.mkv"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("ffv1", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv444p"  # type: ignore[attr-defined]
+        for i, drawing in enumerate(held):
+            img = np.zeros((32, 32, 3), np.uint8)
+            img[8:16, 4 + 6 * drawing : 12 + 6 * drawing] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv444p")
+            frame.pts = i
+            for packet in stream.encode(frame):  # type: ignore[attr-defined]
+                out.mux(packet)
+        for packet in stream.encode(None):  # type: ignore[attr-defined]
+            out.mux(packet)
+    lossless = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
+    (plain,) = run([VideoJob(src, tmp_path / "all.mkv", lossless)], bicubic, seconds=100)
+    (skipped,) = run([VideoJob(src, tmp_path / "dedup.mkv", lossless, dedup=DedupRule(0, 0.0))], bicubic, seconds=100)
+    assert plain.duplicates == 0 and skipped.duplicates == 6
+    a, ta = frames_of(tmp_path / "all.mkv")
+    b, tb = frames_of(tmp_path / "dedup.mkv")
+    assert ta == tb and len(b) == 10
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # exact duplicates: identical output
