@@ -592,7 +592,7 @@ def video(
         str | None,
         typer.Option(
             "--dedup",
-            help="Reuse the output of repeated frames: bare --dedup (max diff 10, mean 0.5), exact, or MAX,MEAN.",
+            help="Reuse the output of repeated frames: bare --dedup (max diff 32, mean 0.5 on 0-255), exact, or MAX,MEAN.",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
@@ -664,7 +664,7 @@ def video(
     for o in outcomes:
         if not o.ok:
             continue
-        fps = o.frames / o.seconds if o.seconds > 0 else 0.0
+        fps = o.fps
         extra = f", {o.reused} of {o.segments} segments reused" if o.reused else ""
         if o.duplicates:
             extra += f", {o.duplicates} duplicate frames reused ({rule.describe() if rule else ''})"

@@ -53,6 +53,7 @@ class Outcome:
     frames: int = 0
     segments: int = 0
     reused: int = 0  # segments found done by an earlier run
+    reused_frames: int = 0
     duplicates: int = 0
     bad_packets: int = 0
     bytes: int = 0
@@ -64,6 +65,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def fps(self) -> float:
+        """Frames rendered by this run per second (frames an earlier run rendered do not count)."""
+        return (self.frames - self.reused_frames) / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -139,7 +145,12 @@ def _open_input(number: int, job: VideoJob, options: QueueOptions, report: Repor
     except BaseException:
         work.release()
         raise
-    outcome = Outcome(job, segments=len(plan.segments), reused=len(manifest.done))
+    outcome = Outcome(
+        job,
+        segments=len(plan.segments),
+        reused=len(manifest.done),
+        reused_frames=sum(int(r["frames"]) for r in manifest.done.values()),
+    )
     return _Input(number, job, index, plan, work, manifest, outcome)
 
 
