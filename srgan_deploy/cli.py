@@ -588,6 +588,14 @@ def video(
             help="Render on Ray: bare --ray starts a local Ray; --ray auto / ray://HOST:10001 joins a cluster.",
         ),
     ] = None,
+    ray_transfer: Annotated[
+        str,
+        typer.Option(
+            "--ray-transfer",
+            help="shared: workers use the paths (storage every node mounts); objects: send input and segments "
+            "through Ray's object store (no shared storage; for inputs that fit in it).",
+        ),
+    ] = "shared",
     dedup: Annotated[
         str | None,
         typer.Option(
@@ -611,6 +619,8 @@ def video(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     address = _ray_address(ray) if ray is not None else None
+    if ray_transfer != "shared" and address is None:
+        raise ConfigError("--ray-transfer applies to --ray runs only; add --ray (or drop --ray-transfer)")
     devices = parse_devices(device)
     if len(devices) > 1 and workers == 1 and address is None:
         workers = len(devices)
@@ -658,7 +668,7 @@ def video(
         ),
         weights=digest(source),
     )
-    outcomes = _run_video_queue(jobs, options, engine, choice, source, workers, devices, address)
+    outcomes = _run_video_queue(jobs, options, engine, choice, source, workers, devices, address, ray_transfer)
     out = _stdout()
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
@@ -710,6 +720,7 @@ def _run_video_queue(
     workers: int,
     devices: list[str],
     address: str | None,
+    transfer: str = "shared",
 ) -> list[Any]:
     """Pick the executor, show one progress bar over every input, run the queue."""
     from rich.progress import (
@@ -730,7 +741,9 @@ def _run_video_queue(
             from srgan_deploy.jobs.ray_pool import RayPool, import_ray
 
             import_ray()
-            executor: Any = RayPool(address, worker_specs(choice, source, workers, devices, explicit_threads=True))
+            executor: Any = RayPool(
+                address, worker_specs(choice, source, workers, devices, explicit_threads=True), transfer
+            )
             err.print(
                 f"backend: {choice.name} on {workers} Ray worker(s) ({choice.reason})", soft_wrap=True, markup=False
             )

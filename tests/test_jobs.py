@@ -285,11 +285,13 @@ def test_two_worker_processes_and_local_ray_give_the_same_frames(
     assert got_times == times == input_times(vfr_clip)
     assert all(np.array_equal(x, y) for x, y in zip(ref, got, strict=True))
     pytest.importorskip("ray")
-    ray_run = _cli_run(str(vfr_clip), str(tmp_path / "r.mp4"), *common, "--workers", "2", "--ray")
-    assert ray_run.exit_code == 0, ray_run.output  # type: ignore[attr-defined]
-    got, got_times = frames_of(tmp_path / "r.mp4")
-    assert got_times == times
-    assert all(np.array_equal(x, y) for x, y in zip(ref, got, strict=True))
+    for transfer in ("shared", "objects"):  # paths every worker sees / bytes through Ray's object store
+        out = tmp_path / f"ray-{transfer}.mp4"
+        ray_run = _cli_run(str(vfr_clip), str(out), *common, "--workers", "2", "--ray-transfer", transfer, "--ray")
+        assert ray_run.exit_code == 0, ray_run.output  # type: ignore[attr-defined]
+        got, got_times = frames_of(out)
+        assert got_times == times
+        assert all(np.array_equal(x, y) for x, y in zip(ref, got, strict=True))
 
 
 def test_queue_with_a_corrupt_input_finishes_the_others_and_fails(
@@ -387,3 +389,21 @@ def test_dedup_reuses_outputs_of_held_frames(tmp_path: Path, bicubic: object) ->
     b, tb = frames_of(tmp_path / "dedup.mkv")
     assert ta == tb and len(b) == 10
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # exact duplicates: identical output
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_segmented_output_keeps_rotation_and_colour(tmp_path: Path, bicubic: object, suffix: str) -> None:
+    def tagged(video: av.VideoStream) -> None:
+        video.set_display_rotation(90)
+        cc = video.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
+
+    src = make_clip(tmp_path / f"rot{suffix}", 32, 24, frames=12, audio=False, configure=tagged)
+    dst = tmp_path / f"out{suffix}"
+    (outcome,) = run([VideoJob(src, dst, FAST)], bicubic, seconds=0.1)
+    assert outcome.ok and outcome.segments >= 3
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        rot_in = next(a.decode(video=0)).rotation
+        assert rot_in != 0 and next(b.decode(video=0)).rotation == rot_in
+        cc = b.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)

@@ -5,25 +5,33 @@ Each actor opens its backend once and renders the segments it is handed, one at 
 (this process) keeps every actor busy, polls their progress, records finished segments in the manifest
 and retries a segment whose actor died on another actor. Workers read the input and write segment files
 by path, so the input and the output's folder must be on storage every node mounts at the same path
-(NFS, a cluster filesystem); see the README for the object-store alternative.
+(NFS, a cluster filesystem) - or, with ``transfer="objects"``, the input travels once per worker through
+Ray's object store and each finished segment comes back as bytes, which the coordinator writes (for
+clusters without shared storage, and inputs and segments small enough for the object store).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
 from srgan_deploy.jobs.events import Done, Failed, Note, Progress
+from srgan_deploy.jobs.manifest import write_atomic
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask, render_segment
 from srgan_deploy.jobs.workers import MAX_ATTEMPTS, OnEvent, ShouldRun, WorkerSpec
 
 RAY_INSTALL = "pip install 'srgan-deploy[cluster]' (or pip install ray)"
 LOCAL = "local"  # bare --ray: start an embedded Ray on this machine
+TRANSFERS = ("shared", "objects")
 
 
 def import_ray() -> Any:
@@ -44,6 +52,8 @@ class SegmentWorker:
         self.frames = 0
         self.backend = create(spec.choice, spec.source, notify=self.notes.append)
         self.backend.open()
+        self.scratch = Path(tempfile.mkdtemp(prefix="srgan-ray-"))  # inputs and segments in "objects" mode
+        self.inputs: dict[str, Path] = {}
 
     def ready(self) -> str:
         import socket
@@ -66,11 +76,40 @@ class SegmentWorker:
         except SrganDeployError as exc:
             return str(exc)
 
+    def render_bytes(self, task: SegmentTask, key: str, data: bytes | None) -> tuple[SegmentResult, bytes] | str:
+        """ "objects" transfer: the input arrives as bytes (the first time this worker sees it), the segment
+        is rendered into local scratch space and goes back as bytes."""
+        if key not in self.inputs:
+            if data is None:
+                return "the input's bytes did not reach this Ray worker"
+            path = self.scratch / f"input-{len(self.inputs)}{task.job.source.suffix}"
+            path.write_bytes(data)
+            self.inputs[key] = path
+        work = self.scratch / "work"
+        work.mkdir(exist_ok=True)
+        local = dataclasses.replace(task, job=dataclasses.replace(task.job, source=self.inputs[key]), work_dir=work)
+        outcome = self.render(local)
+        if isinstance(outcome, str):
+            return outcome
+        segment = work / outcome.file
+        try:
+            return outcome, segment.read_bytes()
+        finally:
+            segment.unlink(missing_ok=True)
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
+
 
 class RayPool:
-    def __init__(self, address: str, specs: list[WorkerSpec]) -> None:
+    def __init__(self, address: str, specs: list[WorkerSpec], transfer: str = "shared") -> None:
+        if transfer not in TRANSFERS:
+            from srgan_deploy.errors import ConfigError
+
+            raise ConfigError(f"--ray-transfer {transfer}: use shared (a path every node sees) or objects")
         self.address = address
         self.specs = specs
+        self.transfer = transfer
 
     def _init(self, ray: Any) -> bool:
         """Connect (or start); True when this process started Ray and must shut it down."""
@@ -127,6 +166,8 @@ class RayPool:
             starting[actor.ready.remote()] = actor
         open_errors: list[str] = []
         last_poll = 0.0
+        inputs: dict[str, Any] = {}  # "objects" transfer: one object-store copy of each input
+        given: set[tuple[Any, str]] = set()  # (actor, input) pairs whose bytes were already sent
         while pending or running:
             if not (idle or starting or running):
                 raise SrganDeployError(open_errors[0] if open_errors else "no Ray worker could start")
@@ -135,7 +176,16 @@ class RayPool:
                 if not should_run(task):
                     continue
                 actor = idle.popleft()
-                running[actor.render.remote(task)] = (actor, task)
+                if self.transfer == "objects":
+                    key = str(task.job.source)
+                    if key not in inputs:
+                        inputs[key] = ray.put(task.job.source.read_bytes())
+                    first = (actor, key) not in given
+                    given.add((actor, key))
+                    ref = actor.render_bytes.remote(task, key, inputs[key] if first else None)
+                else:
+                    ref = actor.render.remote(task)
+                running[ref] = (actor, task)
             refs = list(starting) + list(running)
             done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
             for ref in done:
@@ -164,6 +214,10 @@ class RayPool:
                     continue
                 if isinstance(outcome, str):
                     on_event(Failed(task.key, outcome))
+                elif isinstance(outcome, tuple):
+                    result, data = outcome
+                    write_atomic(task.work_dir / result.file, data)
+                    on_event(Done(task.key, result))
                 else:
                     on_event(Done(task.key, outcome))
                 idle.append(actor)
