@@ -91,8 +91,13 @@ EngineLoader = Callable[[], EngineArtifact]
 GeneratorLoader = Callable[[], "tuple[Generator, WeightsInfo]"]
 
 
-def onnx_loader(source: ModelSource, cache_dir: Path, who: str) -> OnnxLoader:
-    """The uint8-I/O ONNX graph: the file given, or exported from the weights into the cache on first use."""
+def onnx_loader(source: ModelSource, cache_dir: Path, who: str, fp16_core: bool = False) -> OnnxLoader:
+    """The uint8-I/O ONNX graph: the file given, or exported from the weights into the cache on first use;
+    with ``fp16_core``, its fp16-core version (for onnxruntime's TensorRT provider at fp16)."""
+    if fp16_core:
+        from srgan_deploy.export.loaders import Fp16CoreFromOnnx
+
+        return Fp16CoreFromOnnx(onnx_loader(source, cache_dir, who), cache_dir / "fp16core")
     if isinstance(source, EnginePlan):
         raise ConfigError(f"{who} runs ONNX graphs or weights, not a TensorRT plan ({source.path}); use -b tensorrt")
     if isinstance(source, OnnxFile):

@@ -282,3 +282,36 @@ def test_fp16_core_graphs_are_keyed_by_the_converter_version(tmp_path: Path) -> 
         engine_source(onnx, spec, tmp_path)
     target = tmp_path / f"m-abababababab-fp16core-v{CONVERTER_VERSION}.onnx"
     assert target != stale and not target.exists()
+
+
+def test_ort_tensorrt_provider_at_fp16_gets_the_fp16_core_graph(
+    monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """TensorRT 11 has no fp16 builder flag: onnxruntime's TensorRT provider must get fp16 from the graph."""
+    import onnx
+    import onnxruntime
+
+    from srgan_deploy.backends.options import OrtOptions
+    from srgan_deploy.backends.registry import Choice, create
+
+    backend = create(
+        Choice("onnxruntime", OrtOptions(device="cuda:1", precision="fp16", cache_dir=tmp_path), "t"), str(tiny_weights)
+    )
+    model = backend._load()  # type: ignore[attr-defined]
+    proto = onnx.load(str(model.path))
+    dtypes = {init.data_type for init in proto.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in dtypes and "fp16core" in model.path.name
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8  # boundary stays uint8
+    monkeypatch.setattr(
+        onnxruntime,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    providers = backend._providers()  # type: ignore[attr-defined]
+    name, trt = providers[0]
+    assert name == "TensorrtExecutionProvider" and trt["trt_fp16_enable"] is False and trt["device_id"] == 1
+    assert trt["trt_profile_max_shapes"].startswith("input:") and trt["trt_timing_cache_enable"]
+    fp32 = create(
+        Choice("onnxruntime", OrtOptions(device="cuda", precision="fp32", cache_dir=tmp_path), "t"), str(tiny_weights)
+    )
+    assert "fp16core" not in fp32._load().path.name  # type: ignore[attr-defined]

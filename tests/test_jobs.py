@@ -407,3 +407,67 @@ def test_segmented_output_keeps_rotation_and_colour(tmp_path: Path, bicubic: obj
         assert rot_in != 0 and next(b.decode(video=0)).rotation == rot_in
         cc = b.streams.video[0].codec_context
         assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)
+
+
+def test_a_killed_worker_process_has_its_segment_retried(vfr_clip: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    import multiprocessing
+
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.registry import choose
+    from srgan_deploy.jobs.events import Done
+    from srgan_deploy.jobs.workers import ProcessPool, worker_specs
+    from srgan_deploy.sources import model_source
+
+    choice = choose("torch", Request(device="cpu", threads=1))
+    specs = worker_specs(choice, model_source(str(tiny_weights)), 2, ["cpu"])
+    killed: list[int] = []
+    notes: list[str] = []
+
+    class Killing(ProcessPool):
+        """Kills every worker process at the first finished segment: the ones rendering must be retried."""
+
+        def run(self, tasks, on_event, should_run):  # type: ignore[no-untyped-def]
+            def spy(event: object) -> None:
+                if isinstance(event, Done) and not killed:
+                    for child in multiprocessing.active_children():
+                        if child.name.startswith("srgan-worker"):
+                            killed.append(child.pid or 0)
+                            child.kill()
+                on_event(event)  # type: ignore[arg-type]
+
+            super().run(tasks, spy, should_run)
+
+    out = tmp_path / "retried.mp4"
+    (outcome,) = run_queue(
+        [VideoJob(vfr_clip, out, FAST)], QueueOptions(0.1), Killing(specs), Reporter(warn=notes.append)
+    )
+    assert killed and outcome.ok, outcome.error
+    assert any("retrying segment" in n for n in notes), notes
+    reference = tmp_path / "ref.mp4"
+    backend = make_backend("torch", tiny_weights, device="cpu", threads=1)
+    with backend:
+        run_queue([VideoJob(vfr_clip, reference, FAST)], QueueOptions(0.1), InProcess(backend))
+    a, ta = frames_of(out)
+    b, tb = frames_of(reference)
+    assert ta == tb == input_times(vfr_clip)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_worker_specs_share_cores_budget_and_gpus() -> None:
+    from srgan_deploy.backends.options import OrtOptions, TensorRTOptions
+    from srgan_deploy.backends.registry import Choice
+    from srgan_deploy.jobs.workers import parse_devices, worker_specs
+    from srgan_deploy.sources import Weights
+
+    cpu = worker_specs(Choice("onnxruntime", OrtOptions(memory_budget=None), "t"), Weights(None), 2, ["cpu"])
+    cores = os.cpu_count() or 1
+    assert [s.choice.options.threads for s in cpu] == [max(1, cores // 2)] * 2  # type: ignore[union-attr]
+    budgets = {s.choice.options.memory_budget for s in cpu}
+    assert len(budgets) == 1 and next(iter(budgets)) > 0  # type: ignore[operator]
+    gpus = parse_devices("cuda:0,cuda:1")
+    trt = worker_specs(Choice("tensorrt", TensorRTOptions(), "t"), Weights(None), 3, gpus)
+    assert [s.choice.options.device for s in trt] == [0, 1, 0]  # type: ignore[union-attr]
+    ort = worker_specs(Choice("onnxruntime", OrtOptions(device="cuda:0"), "t"), Weights(None), 2, gpus)
+    assert [s.choice.options.device for s in ort] == ["cuda:0", "cuda:1"]  # type: ignore[union-attr]
+    one = worker_specs(Choice("onnxruntime", OrtOptions(memory_budget=123), "t"), Weights(None), 1, ["cpu"])
+    assert one[0].choice.options.threads is None and one[0].choice.options.memory_budget == 123  # type: ignore[union-attr]

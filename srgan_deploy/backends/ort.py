@@ -74,7 +74,9 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                     "TensorrtExecutionProvider",
                     {
                         "device_id": index,
-                        "trt_fp16_enable": self.options.precision == "fp16",
+                        # fp16 comes from the graph (the fp16-core ONNX the registry loads at fp16): TensorRT
+                        # 11 has no fp16 builder flag, so trt_fp16_enable would silently build fp32 there
+                        "trt_fp16_enable": False,
                         "trt_engine_cache_enable": True,
                         "trt_engine_cache_path": str(root),
                         "trt_timing_cache_enable": True,

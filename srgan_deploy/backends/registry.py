@@ -264,7 +264,9 @@ def create(
         return cls(options, sources.engine_loader(src, options, choice.name, root, say))  # type: ignore[call-arg]
     if isinstance(options, OrtOptions | OpenVinoOptions):
         root = cache_dir(options.cache_dir)
-        return cls(options, sources.onnx_loader(src, root, choice.name))  # type: ignore[call-arg]
+        # onnxruntime on a GPU at fp16: its TensorRT provider gets the fp16-core graph (see Fp16CoreFromOnnx)
+        fp16_core = isinstance(options, OrtOptions) and options.precision == "fp16" and options.device != "cpu"
+        return cls(options, sources.onnx_loader(src, root, choice.name, fp16_core))  # type: ignore[call-arg]
     if isinstance(options, TorchOptions):
         return cls(options, sources.generator_loader(src, choice.name))  # type: ignore[call-arg]
     return cls(options, sources.scale_loader(src))  # type: ignore[call-arg]

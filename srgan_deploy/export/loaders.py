@@ -37,6 +37,30 @@ class OnnxFromWeights:
 
 
 @dataclass(frozen=True)
+class Fp16CoreFromOnnx:
+    """The fp16-core graph (uint8 boundary, fp16 inside) of an ONNX model, cached beside our engines.
+
+    What onnxruntime's TensorRT provider gets for --precision fp16: TensorRT 11 dropped the fp16 builder
+    flag (``trt_fp16_enable`` does nothing there), so the precision must come from the graph itself, as
+    it does for our own engines; TensorRT 10 builds the same graph the same way."""
+
+    onnx: Callable[[], OnnxModel]
+    work_dir: Path
+
+    def __call__(self) -> OnnxModel:
+        from srgan_deploy.export.fp16 import CONVERTER_VERSION, write_fp16_onnx
+        from srgan_deploy.weights import file_sha256
+
+        model = self.onnx()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        digest = file_sha256(model.path)[:12]
+        target = self.work_dir / f"{model.path.stem}-{digest}-fp16core-v{CONVERTER_VERSION}.onnx"
+        if not target.exists():
+            write_fp16_onnx(model.path, target)
+        return OnnxModel.from_path(target)
+
+
+@dataclass(frozen=True)
 class EngineFromOnnx:
     onnx: Callable[[], OnnxModel]
     flavour: str
