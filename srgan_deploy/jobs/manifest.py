@@ -141,6 +141,13 @@ class WorkDir:
             self._lock.close()
             self._lock = None
 
+    def drop_partials(self) -> int:
+        """Half-written segment files of a run that was killed (only the lock holder may call this)."""
+        stale = list(self.path.glob(".seg-*.partial*"))
+        for item in stale:
+            item.unlink(missing_ok=True)
+        return len(stale)
+
     def load(self) -> Manifest | None:
         """The saved manifest, or None when there is none or it cannot be read (then the work starts over)."""
         try:

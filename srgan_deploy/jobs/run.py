@@ -126,6 +126,7 @@ def _open_input(number: int, job: VideoJob, options: QueueOptions, report: Repor
     work = WorkDir(job.target)
     work.acquire()
     try:
+        work.drop_partials()
         now = fingerprint(job, index, options)
         saved = work.load()
         manifest = Manifest(now, len(plan.segments), plan.frames)

@@ -248,6 +248,10 @@ class ProcessPool:
                     dispatch(wid)
                 else:
                     on_event(message)
+        except BaseException:
+            for proc in procs.values():  # Ctrl-C or an error: stop rendering now, the manifest keeps what is done
+                proc.kill()
+            raise
         finally:
             for inbox in inboxes.values():
                 with contextlib.suppress(Exception):
