@@ -195,7 +195,7 @@ MemoryBudgetOpt = Annotated[
     str | None,
     typer.Option(
         "--memory-budget",
-        help="Memory the upscaling may use, e.g. 2G or 512M (default: half the available RAM, at most 3G); decides tiling.",
+        help="Memory the upscaling may use, e.g. 2G or 512M (default: half the available RAM, at most 2G; per worker with --workers); decides tiling.",
     ),
 ]
 MaxPixelsOpt = Annotated[
