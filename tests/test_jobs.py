@@ -471,3 +471,23 @@ def test_worker_specs_share_cores_budget_and_gpus() -> None:
     assert [s.choice.options.device for s in ort] == ["cuda:0", "cuda:1"]  # type: ignore[union-attr]
     one = worker_specs(Choice("onnxruntime", OrtOptions(memory_budget=123), "t"), Weights(None), 1, ["cpu"])
     assert one[0].choice.options.threads is None and one[0].choice.options.memory_budget == 123  # type: ignore[union-attr]
+
+
+def test_subtitles_and_audio_are_copied_once_across_segments(tmp_path: Path, bicubic: object) -> None:
+    """tests/data/subs.mkv (28 KB) was made with FFmpeg, which CI does not have:
+    ffmpeg -f lavfi -i testsrc=size=64x48:rate=24:duration=1.5 -f lavfi -i sine=frequency=440:duration=1.5 \\
+        -i s.srt -map 0 -map 1 -map 2 -c:v libx264 -preset ultrafast -c:a aac -c:s srt subs.mkv
+    (two cues: 0.1-0.6 s and 0.9-1.4 s)."""
+    src = Path(__file__).parent / "data" / "subs.mkv"
+    out = tmp_path / "subs_x4.mkv"
+    (outcome,) = run([VideoJob(src, out, FAST)], bicubic, seconds=0.4)
+    assert outcome.ok and outcome.segments >= 4
+
+    def packets(path: Path, kind: str) -> list[tuple[Fraction, bytes]]:
+        with av.open(str(path)) as c:
+            stream = next(s for s in c.streams if s.type == kind)
+            return [(p.pts * p.time_base, bytes(p)) for p in c.demux(stream) if p.size]  # type: ignore[operator]
+
+    assert packets(out, "subtitle") == packets(src, "subtitle")  # both cues, once, at their times
+    assert [t for t, _ in packets(out, "audio")] == [t for t, _ in packets(src, "audio")]
+    assert input_times(out) == input_times(src)
