@@ -122,7 +122,14 @@ class RayPool:
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=80 * 1024 * 1024, **quiet)
         else:
-            ray.init(address=self.address, **quiet)
+            try:
+                ray.init(address=self.address, **quiet)
+            except (ConnectionError, RuntimeError) as exc:
+                raise BackendUnavailableError(
+                    f"cannot connect to the Ray cluster at {self.address} ({exc}); is it running (ray status)? "
+                    "Ray >= 2.59 clusters use token authentication: set RAY_AUTH_MODE=token here, with the "
+                    "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                ) from exc
         return True
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
