@@ -80,19 +80,22 @@ def run(jobs: list[VideoJob], backend: object, seconds: float = 0.25, **kw: obje
     steps=st.lists(st.integers(1, 5000), min_size=1, max_size=80),
     seconds=st.floats(0.01, 3.0),
     start=st.one_of(st.none(), st.floats(0, 2.0)),
+    duration=st.one_of(st.none(), st.floats(0.01, 5.0)),
     max_frames=st.one_of(st.none(), st.integers(1, 100)),
 )
 def test_segments_cover_every_chosen_frame_exactly_once(
-    steps: list[int], seconds: float, start: float | None, max_frames: int | None
+    steps: list[int], seconds: float, start: float | None, duration: float | None, max_frames: int | None
 ) -> None:
     pts = [int(x) for x in np.cumsum([0, *steps])]
     index = InputIndex(Path("x.mp4"), Fraction(1, 1000), 0, tuple(pts), ((0, 0),), True, "", "fp", 40)
     try:
-        plan = plan_segments(index, seconds, start, None, max_frames)
+        plan = plan_segments(index, seconds, start, duration, max_frames)
     except Exception as exc:  # noqa: BLE001 - only "nothing in range" may fail
         assert "no video frames" in str(exc)
         return
-    wanted = [p for p in pts if p >= round((start or 0) * 1000)][:max_frames]
+    first = round((start or 0) * 1000)
+    end = first + round(duration * 1000) if duration is not None else None
+    wanted = [p for p in pts if p >= first and (end is None or p < end)][:max_frames]
     got = []
     for seg in plan.segments:
         assert seg.window is not None
