@@ -52,7 +52,10 @@ def fill_optional_values(args: list[str]) -> list[str]:
         if arg in OPTIONAL_VALUES:
             default, is_value = OPTIONAL_VALUES[arg]
             nxt = args[i + 1] if i + 1 < len(args) else None
-            if nxt is None or nxt.startswith("-") or not is_value(nxt):
+            # a word that is not an existing path and has no file suffix is meant as the value (and is then
+            # checked as one, with a message that says so), not taken for an input
+            meant = nxt is not None and not Path(nxt).exists() and not Path(nxt).suffix
+            if nxt is None or nxt.startswith("-") or not (is_value(nxt) or meant):
                 out.append(default)
     return out
 

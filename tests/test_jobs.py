@@ -185,7 +185,8 @@ def _cli(*args: str) -> list[str]:
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(
     tmp_path: Path, tiny_weights: Path, vfr_clip: Path
 ) -> None:
-    src = make_clip(tmp_path / "long.mp4", frames=96, width=96, height=64, pts=[i * 42 for i in range(96)])
+    vfr = [i * 42 + (i % 3) * 12 for i in range(96)]  # variable frame timing (30 to 54 ms)
+    src = make_clip(tmp_path / "long.mp4", frames=96, width=96, height=64, pts=vfr)
     args = [
         "-w",
         str(tiny_weights),
@@ -353,6 +354,8 @@ def test_bare_optional_values_are_filled_in() -> None:
     assert fill_optional_values(["--ray", "ray://head:10001"]) == ["--ray", "ray://head:10001"]
     assert fill_optional_values(["--dedup", "--workers", "2"]) == ["--dedup", "default", "--workers", "2"]
     assert fill_optional_values(["--dedup", "4,0.2", "a"]) == ["--dedup", "4,0.2", "a"]
+    assert fill_optional_values(["--dedup", "lots", "a.mp4"]) == ["--dedup", "lots", "a.mp4"]  # then: not a rule
+    assert fill_optional_values(["--ray", "headnode", "a.mp4"]) == ["--ray", "headnode", "a.mp4"]
 
 
 # ------------------------------------------------------------------ dedup
