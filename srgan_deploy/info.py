@@ -58,6 +58,7 @@ def collect() -> dict[str, Any]:
         "openvino",
         "cuda-python",
         "cuda-bindings",
+        "ray",  # video --ray (the [cluster] extra)
     ):
         versions[dist] = _version(dist)
     models: dict[str, Any] = {}
