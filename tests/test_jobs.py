@@ -497,3 +497,70 @@ def test_subtitles_and_audio_are_copied_once_across_segments(tmp_path: Path, bic
     assert packets(out, "subtitle") == packets(src, "subtitle")  # both cues, once, at their times
     assert [t for t, _ in packets(out, "audio")] == [t for t, _ in packets(src, "audio")]
     assert input_times(out) == input_times(src)
+
+
+def test_a_run_killed_while_joining_only_joins_next_time(
+    vfr_clip: Path, tmp_path: Path, bicubic: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srgan_deploy.jobs.run as run_module
+
+    out = tmp_path / "o.mp4"
+    real_join = run_module.join_segments
+
+    def dies(*args: object, **kw: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "join_segments", dies)
+    with pytest.raises(Exception, match="interrupted"):
+        run([VideoJob(vfr_clip, out, FAST)], bicubic, seconds=0.2)
+    assert not out.exists() and (work_dir_for(out) / "manifest.json").exists()
+    monkeypatch.setattr(run_module, "join_segments", real_join)
+
+    rendered: list[object] = []
+
+    class Recording(InProcess):
+        def run(self, tasks, on_event, should_run):  # type: ignore[no-untyped-def]
+            rendered.extend(tasks)
+            super().run(tasks, on_event, should_run)
+
+    (outcome,) = run_queue([VideoJob(vfr_clip, out, FAST)], QueueOptions(0.2), Recording(bicubic), Reporter())  # type: ignore[arg-type]
+    assert outcome.ok and rendered == [] and outcome.reused == outcome.segments
+    assert input_times(out) == input_times(vfr_clip)
+
+
+def test_ray_actors_that_die_have_their_segments_retried(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    ray = pytest.importorskip("ray")
+    from srgan_deploy.backends.registry import choose
+    from srgan_deploy.jobs.events import Done
+    from srgan_deploy.jobs.ray_pool import RayPool
+    from srgan_deploy.jobs.workers import worker_specs
+    from srgan_deploy.sources import Weights
+
+    killed: list[object] = []
+
+    class Killing(RayPool):
+        """Kills every actor at the first finished segment, as a lost node would."""
+
+        def _run(self, ray_module, tasks, on_event, should_run, actors):  # type: ignore[no-untyped-def]
+            def spy(event: object) -> None:
+                if isinstance(event, Done) and not killed:
+                    for actor in list(actors):
+                        killed.append(actor)
+                        ray_module.kill(actor, no_restart=True)
+                on_event(event)
+
+            super()._run(ray_module, tasks, spy, should_run, actors)
+
+    notes: list[str] = []
+    specs = worker_specs(choose("bicubic"), Weights(None), 2, ["cpu"], explicit_threads=True)
+    out = tmp_path / "ray-retried.mp4"
+    (outcome,) = run_queue(
+        [VideoJob(vfr_clip, out, FAST)], QueueOptions(0.1), Killing("local", specs), Reporter(warn=notes.append)
+    )
+    assert not ray.is_initialized()  # the embedded Ray was shut down
+    assert killed and outcome.ok, outcome.error
+    assert any("retrying segment" in n for n in notes), notes
+    run([VideoJob(vfr_clip, tmp_path / "ref.mp4", FAST)], bicubic, seconds=0.1)
+    a, ta = frames_of(out)
+    b, tb = frames_of(tmp_path / "ref.mp4")
+    assert ta == tb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
