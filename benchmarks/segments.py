@@ -7,7 +7,9 @@
    interleaved ``--repeats`` times (timings on shared VMs drift; ratios of interleaved runs do not).
 2. Resume: the CLI with 0.5 s segments, SIGKILLed once two segments are recorded, then re-run; the
    killed run's time + the resumed run's time vs an uninterrupted run of the CLI.
-3. --dedup: an animation-like clip made from the sample (each picture held 2 or 3 frames, then
+3. Workers: the CLI with 0.5 s segments as 1 worker (all cores), 2 worker processes (half the cores
+   each) and 2 actors of an embedded Ray, interleaved ``--repeats`` times (whole commands: start-up included).
+4. --dedup: an animation-like clip made from the sample (each picture held 2 or 3 frames, then
    x264-encoded at crf 18, so holds differ by coding noise only): time with and without --dedup, frames
    skipped, and PSNR of the dedup output against the every-frame output (all frames, and the worst one).
 """
@@ -125,6 +127,33 @@ def resume_cost(clip: Path, backend_name: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+def workers(clip: Path, backend_name: str, repeats: int, tmp: Path) -> dict[str, Any]:
+    variants = {
+        "1 worker": [],
+        "2 worker processes": ["--workers", "2"],
+        "2 Ray actors (embedded)": ["--workers", "2", "--ray"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for r in range(repeats):
+        for name, extra in variants.items():
+            out = tmp / f"w{r}.mp4"
+            t0 = time.perf_counter()
+            subprocess.run(
+                _cli(clip, out, "-b", backend_name, "--segment-seconds", "0.5", "--overwrite", *extra),
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["1 worker"])
+    return {
+        "median_s": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "runs_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "speedup_vs_1_worker": {k: round(base / statistics.median(v), 3) for k, v in times.items()},
+    }
+
+
 def animation_clip(clip: Path, out: Path) -> tuple[Path, list[bool]]:
     """The sample's pictures, each held 2 or 3 frames (as animation "on twos/threes"), x264 crf 18."""
     import av
@@ -208,7 +237,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=Path("samples/bbb_2s_180p.mp4"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["overhead", "resume", "dedup"], default=None)
+    parser.add_argument("--only", choices=["overhead", "resume", "workers", "dedup"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": machine_info(), "clip": str(args.clip)}
@@ -220,6 +249,9 @@ def main() -> None:
         if args.only in (None, "resume"):
             report["resume"] = resume_cost(args.clip, args.backend, tmp)
             print(json.dumps(report["resume"], indent=1), flush=True)
+        if args.only in (None, "workers"):
+            report["workers"] = workers(args.clip, args.backend, args.repeats, tmp)
+            print(json.dumps(report["workers"], indent=1), flush=True)
         if args.only in (None, "dedup"):
             report["dedup"] = dedup(args.clip, args.backend, tmp)
             print(json.dumps(report["dedup"], indent=1), flush=True)
