@@ -305,6 +305,10 @@ class Source:
                 if end_pts is not None and pts >= end_pts:
                     done = True
                     break
+                if self.window is not None and last_pts is not None and pts <= last_pts:
+                    # a segment of an input whose index showed unique, increasing timestamps: a repeat here is
+                    # the demuxer re-reading a packet after the seek (seen with MPEG-PS), not a new frame
+                    continue
                 pts += offset
                 if last_pts is not None and pts <= last_pts:
                     # timestamps went back (concatenated streams restart at 0, broken muxers repeat):

@@ -35,8 +35,13 @@ class InputIndex:
     frame_step: int  # typical frame duration in time-base units (for the end of the last frame)
 
     def seek_point(self, pts: int) -> int | None:
-        """The dts of the last keyframe at or before ``pts`` (None: decode from the start of the file)."""
-        i = bisect.bisect_right([k[0] for k in self.keyframes], pts) - 1
+        """Where a segment starting at ``pts`` starts decoding: the keyframe *before* the last keyframe at or
+        before it (None: the start of the file).
+
+        One GOP of warm-up: an open GOP's leading pictures, and demuxers whose seeks are approximate
+        (MPEG-PS re-delivered a packet here, decoded differently than in a single pass), then only
+        touch frames before the segment, which are dropped. Decoding a GOP is cheap next to upscaling."""
+        i = bisect.bisect_right([k[0] for k in self.keyframes], pts) - 2
         if i <= 0:
             return None
         return self.keyframes[i][1]
