@@ -82,7 +82,7 @@ class _Input:
     manifest: Manifest
     outcome: Outcome
     rendering: dict[int, int] = field(default_factory=dict)  # segment -> frames so far
-    started: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # when its first segment began rendering (inputs wait their turn in a queue)
 
 
 @dataclass
@@ -184,6 +184,7 @@ def run_queue(
         )
 
     def finish(item: _Input) -> None:
+        joining = time.perf_counter()
         records = [item.manifest.done[n] for n in range(len(item.plan.segments))]
         report.status(f"joining {len(records)} segment(s) into {item.job.target.name}")
         files = [(item.work.path / r["file"], r.get("first_time")) for r in records]
@@ -194,7 +195,7 @@ def run_queue(
         out.bad_packets = sum(int(r["bad_packets"]) for r in records)
         out.codec = str(records[0]["codec"])
         out.bytes = item.job.target.stat().st_size
-        out.seconds = time.perf_counter() - item.started
+        out.seconds = time.perf_counter() - (item.started or joining)
         item.work.remove()
 
     def fail(item: _Input, message: str) -> None:
@@ -210,6 +211,9 @@ def run_queue(
                 (report.warn if event.warning else report.status)(event.message)
             return
         item = inputs[event.key[0]]
+        if item.started is None:
+            began = event.result.seconds if isinstance(event, Done) else 0.0
+            item.started = time.perf_counter() - began
         if isinstance(event, Progress):
             item.rendering[event.key[1]] = event.frames
         elif isinstance(event, Failed):
