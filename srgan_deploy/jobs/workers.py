@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -132,25 +131,36 @@ def _die_with_parent() -> None:
 
 
 def worker_main(wid: int, spec: WorkerSpec, tasks: Any, events: Any, parent: int) -> None:
-    """A worker process: open the backend once, then render tasks until told to stop (None)."""
+    """A worker process: open the backend once, then render tasks until told to stop (None).
+
+    ``tasks`` and ``events`` are this worker's own pipe ends: a worker killed in the middle of a message
+    can only break its own channel (a shared ``multiprocessing.Queue`` keeps the dead writer's lock and
+    hangs every other worker - seen here)."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's; it stops the workers
     _die_with_parent()
     if os.getppid() != parent:
         return
+    lock = threading.Lock()  # the pipeline's decode and encode threads report too
+
+    def send(message: object) -> None:
+        with lock:
+            events.send(message)
+
     from srgan_deploy.backends.registry import create
 
     try:
-        backend = create(spec.choice, spec.source, notify=lambda m: events.put((wid, Note(m))))
+        backend = create(spec.choice, spec.source, notify=lambda m: send(Note(m)))
         backend.open()
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, which decides
-        events.put((wid, RuntimeError(f"worker {wid} could not open its backend: {exc}")))
+        send(RuntimeError(f"worker {wid} could not open its backend: {exc}"))
         return
-    events.put((wid, "ready"))
+    send("ready")
     try:
         while True:
-            task = tasks.get()
+            task = tasks.recv()
             if task is None:
                 break
             key = task.key
@@ -158,15 +168,27 @@ def worker_main(wid: int, spec: WorkerSpec, tasks: Any, events: Any, parent: int
                 result = render_segment(
                     task,
                     backend,
-                    Throttle(lambda n, key=key: events.put((wid, Progress(key, n)))),  # type: ignore[misc]
-                    lambda m: events.put((wid, Note(m))),
+                    Throttle(lambda n, key=key: send(Progress(key, n))),  # type: ignore[misc]
+                    lambda m: send(Note(m)),
                 )
             except SrganDeployError as exc:
-                events.put((wid, Failed(key, str(exc))))
+                send(Failed(key, str(exc)))
                 continue
-            events.put((wid, Done(key, result)))
+            send(Done(key, result))
+    except EOFError:
+        pass  # the coordinator is gone
     finally:
         backend.close()
+
+
+@dataclass
+class _Worker:
+    wid: int
+    proc: Any
+    tasks: Any  # write end of its task pipe
+    events: Any  # read end of its event pipe
+    ready: bool = False
+    task: SegmentTask | None = None
 
 
 class ProcessPool:
@@ -177,35 +199,30 @@ class ProcessPool:
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
         import multiprocessing as mp
+        from multiprocessing.connection import wait
 
         ctx = mp.get_context("spawn")
-        events: Any = ctx.Queue()
         pending: deque[SegmentTask] = deque(tasks)
         attempts: dict[tuple[int, int], int] = {}
-        inboxes: dict[int, Any] = {}
-        procs: dict[int, Any] = {}
-        busy: dict[int, SegmentTask | None] = {}  # ready workers and what each renders now
+        workers: dict[int, _Worker] = {}
         open_errors: list[str] = []
+        counter = {"next": 0, "restarts": 0}
 
-        def start(wid: int) -> None:
-            inbox = ctx.Queue()
+        def start() -> None:
+            wid = counter["next"]
+            counter["next"] += 1
+            task_r, task_w = ctx.Pipe(duplex=False)
+            event_r, event_w = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=worker_main,
-                args=(wid, self.specs[wid % len(self.specs)], inbox, events, os.getpid()),
+                args=(wid, self.specs[wid % len(self.specs)], task_r, event_w, os.getpid()),
                 name=f"srgan-worker-{wid}",
                 daemon=True,
             )
             proc.start()
-            inboxes[wid], procs[wid] = inbox, proc
-
-        def dispatch(wid: int) -> None:
-            busy[wid] = None
-            while pending:
-                task = pending.popleft()
-                if should_run(task):
-                    busy[wid] = task
-                    inboxes[wid].put(task)
-                    return
+            task_r.close()  # the child holds its ends; ours are the other two
+            event_w.close()
+            workers[wid] = _Worker(wid, proc, task_w, event_r)
 
         def requeue(task: SegmentTask, why: str) -> None:
             attempts[task.key] = attempts.get(task.key, 1) + 1
@@ -215,50 +232,82 @@ class ProcessPool:
                 on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({why})"))
                 pending.appendleft(task)
 
-        next_id = len(self.specs)
-        restarts = 0
-        for wid in range(len(self.specs)):
-            start(wid)
+        def reap(worker: _Worker, why: str) -> None:
+            if workers.pop(worker.wid, None) is None:
+                return
+            worker.proc.join(timeout=5)
+            if worker.task is not None:
+                requeue(worker.task, why)
+            for conn in (worker.tasks, worker.events):
+                conn.close()
+            if pending and counter["restarts"] < MAX_ATTEMPTS * len(self.specs) and len(open_errors) == 0:
+                counter["restarts"] += 1
+                start()
+
+        def dispatch(worker: _Worker) -> None:
+            worker.task = None
+            while pending:
+                task = pending.popleft()
+                if should_run(task):
+                    worker.task = task
+                    try:
+                        worker.tasks.send(task)
+                    except OSError:
+                        reap(worker, f"worker {worker.wid} stopped taking work")
+                    return
+
+        def handle(worker: _Worker, message: object) -> None:
+            if isinstance(message, RuntimeError):
+                open_errors.append(str(message))
+                reap(worker, str(message))
+            elif message == "ready":
+                worker.ready = True
+                dispatch(worker)
+            elif isinstance(message, Done | Failed):
+                on_event(message)
+                dispatch(worker)
+            elif isinstance(message, Progress | Note):
+                on_event(message)
+
+        def receive(worker: _Worker) -> bool:
+            """One message from ``worker``; False when its pipe is closed or broken."""
+            try:
+                message = worker.events.recv()
+            except (EOFError, OSError, ValueError, TypeError, AttributeError):
+                return False
+            handle(worker, message)
+            return True
+
+        for _ in self.specs:
+            start()
         try:
-            while pending or any(busy.values()):
-                if not procs:
+            while pending or any(w.task is not None for w in workers.values()):
+                if not workers:
                     raise SrganDeployError(open_errors[0] if open_errors else "every worker process exited")
-                try:
-                    wid, message = events.get(timeout=0.5)
-                except queue.Empty:
-                    for dead, proc in list(procs.items()):
-                        if proc.is_alive():
-                            continue
-                        procs.pop(dead)
-                        task = busy.pop(dead, None)
-                        if task is not None:
-                            requeue(task, f"worker {dead} exited with code {proc.exitcode}")
-                        if pending and restarts < MAX_ATTEMPTS * len(self.specs):
-                            restarts += 1
-                            start(next_id)
-                            next_id += 1
-                    continue
-                if isinstance(message, RuntimeError):
-                    open_errors.append(str(message))
-                    procs.pop(wid).join()
-                elif message == "ready":
-                    dispatch(wid)
-                elif isinstance(message, Done | Failed):
-                    on_event(message)
-                    dispatch(wid)
-                else:
-                    on_event(message)
+                by_conn = {w.events: w for w in workers.values()}
+                by_sentinel = {w.proc.sentinel: w for w in workers.values()}
+                for ready in wait([*by_conn, *by_sentinel], timeout=0.5):
+                    worker = by_conn.get(ready) or by_sentinel[ready]  # type: ignore[call-overload]
+                    if worker.wid not in workers:
+                        continue
+                    if ready in by_conn:
+                        if not receive(worker):
+                            reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
+                        continue
+                    while worker.wid in workers and worker.events.poll() and receive(worker):
+                        pass  # what it said before it exited (its last Done, say)
+                    reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
         except BaseException:
-            for proc in procs.values():  # Ctrl-C or an error: stop rendering now, the manifest keeps what is done
-                proc.kill()
+            for worker in workers.values():  # Ctrl-C or an error: stop rendering now; the manifest keeps what is done
+                worker.proc.kill()
             raise
         finally:
-            for inbox in inboxes.values():
+            for worker in workers.values():
                 with contextlib.suppress(Exception):
-                    inbox.put(None)
+                    worker.tasks.send(None)
             deadline = time.monotonic() + 10
-            for proc in procs.values():
-                proc.join(timeout=max(0.1, deadline - time.monotonic()))
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
+            for worker in workers.values():
+                worker.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+                if worker.proc.is_alive():
+                    worker.proc.kill()
+                    worker.proc.join()
