@@ -35,7 +35,7 @@ from srgan_deploy.backends.options import Request
 from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.bench import machine_info
 from srgan_deploy.dedup import DEFAULT_RULE
-from srgan_deploy.jobs.manifest import work_dir_for
+from srgan_deploy.jobs.manifest import WorkDir
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS
 from srgan_deploy.jobs.run import QueueOptions, run_queue
 from srgan_deploy.jobs.workers import InProcess
@@ -96,18 +96,14 @@ def resume_cost(clip: Path, backend_name: str, tmp: Path) -> dict[str, Any]:
     subprocess.run(_cli(clip, clean, *args), env=env, check=True, capture_output=True)
     clean_s = time.perf_counter() - t0
     killed = tmp / "killed.mp4"
-    manifest = work_dir_for(killed) / "manifest.json"
     t0 = time.perf_counter()
     proc = subprocess.Popen(_cli(clip, killed, *args), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     done = 0
     while proc.poll() is None:
-        if manifest.exists():
-            try:
-                done = len(json.loads(manifest.read_text())["done"])
-            except (ValueError, KeyError):
-                done = 0
-            if done >= 2:
-                break
+        saved = WorkDir(killed).load()  # None until the first manifest is written
+        done = len(saved.done) if saved else 0
+        if done >= 2:
+            break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

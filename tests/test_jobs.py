@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -200,19 +199,15 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(
         "0.3",
     ]
     killed = tmp_path / "killed.mp4"
-    manifest = work_dir_for(killed) / "manifest.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(_cli(str(src), str(killed), *args), env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     done = 0
     while time.time() < deadline and proc.poll() is None:
-        if manifest.exists():
-            try:
-                done = len(json.loads(manifest.read_text())["done"])
-            except (ValueError, KeyError):
-                done = 0
-            if done >= 2:
-                break
+        saved = WorkDir(killed).load()  # None until the first manifest is written
+        done = len(saved.done) if saved else 0
+        if done >= 2:
+            break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -10,6 +10,7 @@ nudged forward by one tick; presentation times never change.
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -23,31 +24,24 @@ from srgan_deploy.pipeline import VideoJob
 from srgan_deploy.video import SideStreams, Source, container_format
 
 
-def _first_pts(path: Path) -> int:
-    """The smallest pts among a segment's first packets (its first frame: x264 segments start closed)."""
-    import av
-
-    with av.open(str(path), mode="r") as seg:
-        stream = seg.streams.video[0]
-        seen = [p.pts for p, _ in zip(seg.demux(stream), range(64), strict=False) if p.pts is not None]
-    if not seen:
-        raise VideoError(f"segment {path.name} has no timestamps; re-run with --restart")
-    return min(seen)
-
-
 def _video_packets(segments: list[tuple[Path, Fraction]], out_stream: Any) -> Iterator[tuple[float, bool, Any]]:
     import av
 
     last: Fraction | int | None = None
     for path, first_time in segments:
-        shift_ticks: int | None = None
         with av.open(str(path), mode="r") as seg:
             stream = seg.streams.video[0]
             tb = stream.time_base or Fraction(1, 90000)
-            shift_ticks = round((_first_pts(path) * tb - first_time) / tb)
-            for packet in seg.demux(stream):
-                if packet.size == 0 or packet.dts is None or packet.pts is None:
-                    continue
+            packets: Iterator[Any] = (
+                p for p in seg.demux(stream) if p.size and p.dts is not None and p.pts is not None
+            )
+            # the smallest pts among the first packets is the segment's first frame (x264 segments start
+            # closed); read ahead that far, once, to find how far the muxer moved the segment's clock
+            head = list(itertools.islice(packets, 64))
+            if not head:
+                raise VideoError(f"segment {path.name} has no timestamps; re-run with --restart")
+            shift_ticks = round((min(p.pts for p in head) * tb - first_time) / tb)
+            for packet in itertools.chain(head, packets):
                 packet.pts -= shift_ticks
                 packet.dts -= shift_ticks
                 dts = packet.dts * tb

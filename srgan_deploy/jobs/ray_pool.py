@@ -27,7 +27,7 @@ from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
 from srgan_deploy.jobs.events import Done, Failed, Note, Progress
 from srgan_deploy.jobs.manifest import write_atomic
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask, render_segment
-from srgan_deploy.jobs.workers import MAX_ATTEMPTS, OnEvent, ShouldRun, WorkerSpec
+from srgan_deploy.jobs.workers import OnEvent, Retries, ShouldRun, WorkerSpec
 
 RAY_INSTALL = "pip install 'srgan-deploy[cluster]' (or pip install ray)"
 LOCAL = "local"  # bare --ray: start an embedded Ray on this machine
@@ -163,7 +163,7 @@ class RayPool:
         self, ray: Any, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun, actors: list[Any]
     ) -> None:
         pending: deque[SegmentTask] = deque(tasks)
-        attempts: dict[tuple[int, int], int] = {}
+        retries = Retries(pending, on_event)
         idle: deque[Any] = deque()
         starting: dict[Any, Any] = {}  # ready() ref -> actor
         running: dict[Any, tuple[Any, SegmentTask]] = {}  # render() ref -> (actor, task)
@@ -209,12 +209,7 @@ class RayPool:
                 try:
                     outcome = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the actor died (node lost, OOM, crash): retry elsewhere
-                    attempts[task.key] = attempts.get(task.key, 1) + 1
-                    if attempts[task.key] > MAX_ATTEMPTS:
-                        on_event(Failed(task.key, f"segment {task.key[1]} failed {MAX_ATTEMPTS} times: {_cause(exc)}"))
-                    else:
-                        on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({_cause(exc)})"))
-                        pending.appendleft(task)
+                    retries.again(task, _cause(exc))
                     replacement = self._actor(ray, self.specs[len(actors) % len(self.specs)])
                     actors.append(replacement)
                     starting[replacement.ready.remote()] = replacement

@@ -82,6 +82,7 @@ class _Input:
     manifest: Manifest
     outcome: Outcome
     rendering: dict[int, int] = field(default_factory=dict)  # segment -> frames so far
+    done_frames: int = 0  # frames of the segments in the manifest (kept as a count: progress comes per frame)
     started: float | None = None  # when its first segment began rendering (inputs wait their turn in a queue)
 
 
@@ -177,11 +178,11 @@ def run_queue(
     total = sum(item.plan.frames for item in inputs.values())
     seen: dict[str, int] = {}
 
+    for item in inputs.values():
+        item.done_frames = sum(int(r["frames"]) for r in item.manifest.done.values())
+
     def done_frames() -> int:
-        return sum(
-            sum(int(r["frames"]) for r in item.manifest.done.values()) + sum(item.rendering.values())
-            for item in inputs.values()
-        )
+        return sum(item.done_frames + sum(item.rendering.values()) for item in inputs.values())
 
     def finish(item: _Input) -> None:
         joining = time.perf_counter()
@@ -197,6 +198,13 @@ def run_queue(
         out.bytes = item.job.target.stat().st_size
         out.seconds = time.perf_counter() - (item.started or joining)
         item.work.remove()
+
+    def join_if_complete(item: _Input) -> None:
+        if len(item.manifest.done) == len(item.plan.segments):
+            try:
+                finish(item)
+            except SrganDeployError as exc:
+                fail(item, str(exc))
 
     def fail(item: _Input, message: str) -> None:
         if item.outcome.error is None:
@@ -225,12 +233,9 @@ def run_queue(
                 return
             result: SegmentResult = event.result
             item.manifest.done[result.index] = result.to_dict()
+            item.done_frames += result.frames
             item.work.save(item.manifest)
-            if len(item.manifest.done) == len(item.plan.segments):
-                try:
-                    finish(item)
-                except SrganDeployError as exc:
-                    fail(item, str(exc))
+            join_if_complete(item)
         report.progress(done_frames(), total)
 
     tasks = [
@@ -240,11 +245,7 @@ def run_queue(
         if seg.index not in item.manifest.done
     ]
     for item in inputs.values():  # everything was done before (killed while joining): join now
-        if len(item.manifest.done) == len(item.plan.segments):
-            try:
-                finish(item)
-            except SrganDeployError as exc:
-                fail(item, str(exc))
+        join_if_complete(item)
     report.progress(done_frames(), total)
     try:
         executor.run(tasks, on_event, lambda task: inputs[task.key[0]].outcome.error is None)

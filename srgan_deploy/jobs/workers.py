@@ -79,6 +79,24 @@ def worker_specs(
     return specs
 
 
+class Retries:
+    """What happens to a segment whose worker died (process, actor or node): back to the front of the
+    queue, at most MAX_ATTEMPTS tries in all, then the input fails. Shared by every executor."""
+
+    def __init__(self, pending: deque[SegmentTask], on_event: OnEvent) -> None:
+        self.pending = pending
+        self.on_event = on_event
+        self.attempts: dict[tuple[int, int], int] = {}
+
+    def again(self, task: SegmentTask, why: str) -> None:
+        tries = self.attempts[task.key] = self.attempts.get(task.key, 1) + 1
+        if tries > MAX_ATTEMPTS:
+            self.on_event(Failed(task.key, f"segment {task.key[1]} failed {MAX_ATTEMPTS} times: {why}"))
+        else:
+            self.on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({why})"))
+            self.pending.appendleft(task)
+
+
 class Throttle:
     """Report progress at most every PROGRESS_EVERY_S (a queue message per frame would be wasteful)."""
 
@@ -203,7 +221,7 @@ class ProcessPool:
 
         ctx = mp.get_context("spawn")
         pending: deque[SegmentTask] = deque(tasks)
-        attempts: dict[tuple[int, int], int] = {}
+        retries = Retries(pending, on_event)
         workers: dict[int, _Worker] = {}
         open_errors: list[str] = []
         counter = {"next": 0, "restarts": 0}
@@ -224,20 +242,12 @@ class ProcessPool:
             event_w.close()
             workers[wid] = _Worker(wid, proc, task_w, event_r)
 
-        def requeue(task: SegmentTask, why: str) -> None:
-            attempts[task.key] = attempts.get(task.key, 1) + 1
-            if attempts[task.key] > MAX_ATTEMPTS:
-                on_event(Failed(task.key, f"segment {task.key[1]} failed {MAX_ATTEMPTS} times: {why}"))
-            else:
-                on_event(Note(f"retrying segment {task.key[1]} of {task.job.source.name} ({why})"))
-                pending.appendleft(task)
-
         def reap(worker: _Worker, why: str) -> None:
             if workers.pop(worker.wid, None) is None:
                 return
             worker.proc.join(timeout=5)
             if worker.task is not None:
-                requeue(worker.task, why)
+                retries.again(worker.task, why)
             for conn in (worker.tasks, worker.events):
                 conn.close()
             if pending and counter["restarts"] < MAX_ATTEMPTS * len(self.specs) and len(open_errors) == 0:
