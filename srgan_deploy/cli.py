@@ -909,6 +909,17 @@ def train(
         float | None, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
     ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="srresnet-phase pixel loss: mse (paper) or l1.")] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            "--ema",
+            help="Validate and save an exponential moving average of the weights with this decay (0.999 is usual; 0 = off).",
+        ),
+    ] = None,
+    snapshot_every: Annotated[
+        int | None,
+        typer.Option("--snapshot-every", help="Also keep snapshots/generator-step-N.safetensors every N steps."),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     threads: ThreadsOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name recorded in the weights' provenance.")] = None,
@@ -943,6 +954,8 @@ def train(
         adv_weight=adv_weight,
         pixel_weight=pixel_weight,
         loss=loss,
+        ema=ema,
+        snapshot_every=snapshot_every,
         amp=False if no_amp else None,
         threads=threads,
         name=name,

@@ -17,7 +17,7 @@ from srgan_deploy.train.config import TrainConfig
 from srgan_deploy.train.data import DegradationConfig, PatchSampler
 from srgan_deploy.train.loop import Trainer, run_training
 from srgan_deploy.train.losses import generator_adversarial_loss
-from srgan_deploy.weights import read_info
+from srgan_deploy.weights import load_state, read_info
 from tests.conftest import make_generator, smooth_image
 
 TINY = ModelConfig(channels=8, blocks=1)
@@ -108,6 +108,60 @@ def test_weights_carry_provenance(train_dir: Path, tmp_path: Path) -> None:
     assert prov["steps"] == 2 and prov["degradation"] == "bicubic" and prov["phase"] == "srresnet"
     assert "psnr" in prov["validation"] and prov["validation"]["psnr"] > 0
     assert info.config == TINY
+
+
+def test_ema_saves_the_moving_average_of_the_trained_weights(train_dir: Path, tmp_path: Path) -> None:
+    """The saved weights are the average (warm-up decay included), computed here independently."""
+    decay = 0.5
+    trainer = Trainer(config(train_dir, tmp_path / "r", ema=decay))
+    expected = {k: v.clone().double() for k, v in trainer.generator.state_dict().items()}
+    seen = []
+    for n in range(12):
+        trainer.train_step()
+        trainer.step += 1
+        d = min(decay, (1 + n) / (10 + n))
+        state = trainer.generator.state_dict()
+        seen.append({k: v.clone() for k, v in state.items()})
+        for key, value in state.items():
+            if value.is_floating_point():
+                expected[key] = d * expected[key] + (1 - d) * value.double()
+    saved = load_state(trainer.save())
+    assert not torch.equal(saved["head.weight"], seen[-1]["head.weight"])  # not simply the last step's weights
+    for key, value in saved.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value.double(), expected[key], rtol=1e-5, atol=1e-6)
+    assert read_info(tmp_path / "r" / "generator.safetensors").provenance["ema"] == decay
+
+
+def test_ema_resume_reproduces_the_uninterrupted_average(train_dir: Path, tmp_path: Path) -> None:
+    run_training(config(train_dir, tmp_path / "full", steps=4, ema=0.9))
+    run_training(config(train_dir, tmp_path / "part", steps=2, ema=0.9))
+    run_training(config(train_dir, tmp_path / "part", steps=4, ema=0.9), resume=True)
+    full = load_state(tmp_path / "full" / "generator.safetensors")
+    part = load_state(tmp_path / "part" / "generator.safetensors")
+    assert full.keys() == part.keys()
+    assert all(torch.equal(full[k], part[k]) for k in full)
+
+
+def test_ema_validation_reports_both_and_snapshots_are_kept(train_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    warnings: list[str] = []
+    run_training(config(train_dir, run, steps=2, val=train_dir, val_every=2, val_limit=2))
+    cfg = config(train_dir, run, steps=6, ema=0.99, val=train_dir, val_every=2, val_limit=2, snapshot_every=3)
+    run_training(cfg, resume=True, warn=warnings.append)
+    assert any("starts it from the weights of step 2" in w for w in warnings)
+    vals = [r["val"] for r in read_log(run) if "val" in r]
+    assert "psnr_raw" not in vals[0]  # before --ema: one measurement
+    assert all(v["psnr"] > 0 and v["psnr_raw"] > 0 for v in vals[1:])
+    snaps = sorted(p.name for p in (run / "snapshots").iterdir())
+    assert snaps == ["generator-step-0000003.safetensors", "generator-step-0000006.safetensors"]
+    assert read_info(run / "snapshots" / snaps[0]).provenance["steps"] == 3
+    last = load_state(run / "snapshots" / snaps[1])
+    final = load_state(run / "generator.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="--ema"):
+            config(train_dir, run, ema=bad)
 
 
 def test_srgan_phase_runs_with_test_only_random_vgg(train_dir: Path, tmp_path: Path) -> None:
@@ -242,6 +296,12 @@ def test_train_cli(train_dir: Path, tmp_path: Path) -> None:
     assert read_info(out / "generator.safetensors").provenance["steps"] == 2
     bad = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a folder" in bad.stderr
+    averaged = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ema"), "--ema", "0.9", "--snapshot-every", "1"])
+    assert averaged.exit_code == 0, averaged.stderr
+    assert read_info(tmp_path / "ema" / "generator.safetensors").provenance["ema"] == 0.9
+    assert len(list((tmp_path / "ema" / "snapshots").glob("generator-step-*.safetensors"))) == 2
+    refused = CliRunner().invoke(app, [*args, "--ema", "1"])
+    assert refused.exit_code == 2 and "--ema 1.0 must be in [0, 1)" in refused.stderr
 
 
 # ----------------------------------------------------------------------------- warm start by widening

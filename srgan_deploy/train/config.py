@@ -44,6 +44,8 @@ class TrainConfig:
     d_dropout: float = 0.3
     amp: bool = True
     threads: int | None = None
+    ema: float = 0.0  # decay of the weight average that is validated and saved; 0 = the raw weights
+    snapshot_every: int = 0  # keep snapshots/generator-step-N.safetensors every N steps; 0 = only the latest
     random_vgg_for_tests: bool = False
     name: str = "srgan-x4"
 
@@ -69,6 +71,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} {value} must be {kind}")
         if not 0.0 <= self.d_dropout < 1.0:
             raise ConfigError(f"discriminator dropout {self.d_dropout} must be in [0, 1)")
+        if not (math.isfinite(self.ema) and 0.0 <= self.ema < 1.0):
+            raise ConfigError(f"--ema {self.ema} must be in [0, 1) (0 turns it off; 0.999 is usual)")
+        if self.snapshot_every < 0:
+            raise ConfigError(f"--snapshot-every {self.snapshot_every} must be 0 (off) or positive")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads} must be at least 1")
 

@@ -28,12 +28,14 @@ from srgan_deploy.train.checkpoint import CHECKPOINT, load_checkpoint, save_chec
 from srgan_deploy.train.config import TrainConfig
 from srgan_deploy.train.data import PatchSampler
 from srgan_deploy.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from srgan_deploy.train.ema import WeightAverage
 from srgan_deploy.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss, pixel_loss
 from srgan_deploy.train.vgg import load_vgg
 from srgan_deploy.weights import load_generator, save_generator
 
 WEIGHTS = "generator.safetensors"
 LOG = "log.jsonl"
+SNAPSHOTS = "snapshots"
 
 
 @dataclass
@@ -85,8 +87,14 @@ class Trainer:
         self.step = 0
         self.val_metrics: dict[str, float] = {}
         self.elapsed = 0.0
-        if resume:
-            self._resume()
+        self.ema: WeightAverage | None = None
+        saved_ema = self._resume() if resume else None
+        if config.ema:
+            self.ema = WeightAverage(self.generator, config.ema)
+            if saved_ema is not None:
+                self.ema.load_state_dict(saved_ema)
+            elif resume:
+                self.warn(f"the checkpoint has no weight average: --ema starts it from the weights of step {self.step}")
         self.g_train: nn.Module = self.generator
         self.d_train: nn.Module | None = self.discriminator
         if self.dist.enabled:
@@ -149,9 +157,12 @@ class Trainer:
             state["sched_d"] = self.sched_d.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
-    def _resume(self) -> None:
+    def _resume(self) -> dict[str, Any] | None:
+        """Restore the run; the saved weight average, if any, for the caller to adopt."""
         state = load_checkpoint(self.config.out / CHECKPOINT)
         changed = self.config.resume_mismatch(state["config"])
         if changed:
@@ -175,6 +186,8 @@ class Trainer:
         self._apply_schedule()
         self.elapsed = float(state.get("elapsed", 0.0))
         self.val_metrics = dict(state.get("val", {}))
+        saved_ema: dict[str, Any] | None = state.get("ema")
+        return saved_ema
 
     def provenance(self) -> dict[str, Any]:
         cfg = self.config
@@ -190,6 +203,8 @@ class Trainer:
             "batch_size": cfg.batch_size * self.dist.world,
             "crop": cfg.crop,
             "lr": cfg.lr,
+            "loss": cfg.loss if cfg.phase == "srresnet" else None,
+            "ema": cfg.ema or None,
             "seed": cfg.seed,
             "train_seconds": round(self.elapsed, 1),
             "hardware": self._hardware(),
@@ -223,15 +238,31 @@ class Trainer:
                 group["lr"] = lr
                 group["initial_lr"] = cfg.lr
 
+    def deployed(self) -> Generator:
+        """The weights a user gets: the average when ``--ema`` is on, else the trained ones."""
+        if self.ema is not None:
+            model = self.ema.model
+            assert isinstance(model, Generator)
+            return model
+        return self.generator
+
     def save(self) -> Path:
         """Checkpoint and deployable weights; rank 0 writes, everyone waits."""
         weights = self.config.out / WEIGHTS
         if self.dist.is_main:
             self.config.out.mkdir(parents=True, exist_ok=True)
             save_checkpoint(self.config.out / CHECKPOINT, self.state())
-            save_generator(self.generator, weights, self.provenance())
+            save_generator(self.deployed(), weights, self.provenance())
         barrier(self.dist)
         return weights
+
+    def snapshot(self) -> Path:
+        """A numbered copy of the deployable weights, so a later, worse step does not replace a better one."""
+        path = self.config.out / SNAPSHOTS / f"generator-step-{self.step:07d}.safetensors"
+        if self.dist.is_main:
+            save_generator(self.deployed(), path, self.provenance())
+        barrier(self.dist)
+        return path
 
     # ----------------------------------------------------------------- steps
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -254,6 +285,8 @@ class Trainer:
             loss.backward()  # type: ignore[no-untyped-call]
             self.opt_g.step()
             self.sched_g.step()
+            if self.ema is not None:
+                self.ema.update(self.generator)
             losses[cfg.loss] = float(loss.detach())
             return losses
         assert self.d_train is not None and self.opt_d is not None and self.content is not None
@@ -280,26 +313,37 @@ class Trainer:
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
+        if self.ema is not None:
+            self.ema.update(self.generator)
         losses.update(
             g=float(g_loss.detach()), content=float(content.detach()), adv=float(adv.detach()), d=float(d_loss.detach())
         )
         return losses
 
     def validate(self) -> dict[str, float]:
+        """PSNR/SSIM of the deployable weights; with ``--ema`` also of the trained ones (``psnr_raw``),
+        which is what tells whether the average earns its keep."""
         if self.config.val is None:
             return {}
-        self.generator.eval()
+        psnr, ssim = self._measure(self.deployed())
+        self.val_metrics = {"step": self.step, "psnr": round(psnr, 3), "ssim": round(ssim, 4)}
+        if self.ema is not None:
+            self.val_metrics["psnr_raw"] = round(self._measure(self.generator)[0], 3)
+        return self.val_metrics
+
+    def _measure(self, model: nn.Module) -> tuple[float, float]:
+        assert self.config.val is not None
+        model.eval()
 
         def upscale(image: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
             with torch.no_grad():
-                y = self.generator(x).clamp(0, 1).mul(255).round()
+                y = model(x).clamp(0, 1).mul(255).round()
             return y[0].permute(1, 2, 0).byte().cpu().numpy()
 
         report = evaluate(self.config.val, upscale, self.config.model.scale, limit=self.config.val_limit)
         mean = report.mean("model")
-        self.val_metrics = {"step": self.step, "psnr": round(mean.psnr, 3), "ssim": round(mean.ssim, 4)}
-        return self.val_metrics
+        return mean.psnr, mean.ssim
 
     def log(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
@@ -358,25 +402,26 @@ def _train_until_done(
     """Steps until ``config.steps``, logging, validating and checkpointing on schedule; the last losses."""
     losses: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
-    if True:
-        while trainer.step < config.steps:
-            t0 = time.perf_counter()
-            losses = trainer.train_step()
-            trainer.step += 1
-            trainer.elapsed += time.perf_counter() - t0
-            window_steps += 1
-            if not all(np.isfinite(v) for v in losses.values()):
-                raise TrainingError(f"loss became non-finite at step {trainer.step} ({losses}); lower --lr")
-            if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
-                window_start, window_steps = time.perf_counter(), 0
-                trainer.log({"step": trainer.step, **losses, "lr": trainer.opt_g.param_groups[0]["lr"], "it_s": rate})
-                if progress and info.is_main:
-                    progress(trainer.step, config.steps, losses, rate)
-            if config.val is not None and (trainer.step % config.val_every == 0 or trainer.step == config.steps):
-                if info.is_main:
-                    trainer.log({"step": trainer.step, "val": trainer.validate()})
-                barrier(info)
-            if trainer.step % config.checkpoint_every == 0:
-                trainer.save()
+    while trainer.step < config.steps:
+        t0 = time.perf_counter()
+        losses = trainer.train_step()
+        trainer.step += 1
+        trainer.elapsed += time.perf_counter() - t0
+        window_steps += 1
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise TrainingError(f"loss became non-finite at step {trainer.step} ({losses}); lower --lr")
+        if trainer.step % config.log_every == 0 or trainer.step == config.steps:
+            rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+            window_start, window_steps = time.perf_counter(), 0
+            trainer.log({"step": trainer.step, **losses, "lr": trainer.opt_g.param_groups[0]["lr"], "it_s": rate})
+            if progress and info.is_main:
+                progress(trainer.step, config.steps, losses, rate)
+        if config.val is not None and (trainer.step % config.val_every == 0 or trainer.step == config.steps):
+            if info.is_main:
+                trainer.log({"step": trainer.step, "val": trainer.validate()})
+            barrier(info)
+        if config.snapshot_every and trainer.step % config.snapshot_every == 0:
+            trainer.snapshot()
+        if trainer.step % config.checkpoint_every == 0:
+            trainer.save()
     return losses
