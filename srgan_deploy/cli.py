@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from srgan_deploy.errors import SrganDeployError
+
+if TYPE_CHECKING:
+    from srgan_deploy.evaluate import EvalReport
 
 # Options whose value may be left out: bare ``--ray`` means a local Ray, bare ``--dedup`` the default rule.
 # Typer has no optional option values, so the group fills in the value before parsing when the next word
@@ -796,7 +799,10 @@ def _run_video_queue(
 @handles_errors
 def eval_cmd(
     ctx: typer.Context,
-    folder: Annotated[Path, typer.Argument(help="Folder of HR images (e.g. Set5).")],
+    folders: Annotated[
+        list[Path],
+        typer.Argument(help="Folders of HR images (e.g. Set5 Set14); several give a summary and their mean."),
+    ],
     backend: BackendOpt = "auto",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
@@ -804,18 +810,17 @@ def eval_cmd(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",
     memory_budget: MemoryBudgetOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images of each folder.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
 ) -> None:
-    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on a folder of HR images."""
-    from rich.table import Table
+    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on folders of HR images."""
+    from srgan_deploy.evaluate import evaluate, mean_of_sets, write_reports_json
 
-    from srgan_deploy.evaluate import PAPER_TABLE, evaluate
+    for folder in folders:
+        if not folder.is_dir():
+            from srgan_deploy.errors import InputFileError
 
-    if not folder.is_dir():
-        from srgan_deploy.errors import InputFileError
-
-        raise InputFileError(f"{folder} is not a folder of images")
+            raise InputFileError(f"{folder} is not a folder of images")
     if limit is not None and limit < 1:
         from srgan_deploy.errors import ConfigError
 
@@ -825,17 +830,45 @@ def eval_cmd(
 
         check_output_file(json_out, "--json")
     engine, choice = _backend(backend, weights, device, tile, threads, precision, memory_budget=memory_budget)
-    with _opened(engine, choice):
-        report = evaluate(
-            folder,
-            lambda img: engine.upscale(img[None])[0],
-            engine.scale,
-            limit=limit,
-            warn=lambda m: _stderr().print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
-        )
-    report.extra["backend"] = choice.name
+    with _opened(engine, choice):  # one backend for every folder: compiled once
+        reports = [
+            evaluate(
+                folder,
+                lambda img: engine.upscale(img[None])[0],
+                engine.scale,
+                limit=limit,
+                warn=lambda m: _stderr().print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
+            )
+            for folder in folders
+        ]
     if json_out:
-        report.write_json(json_out)
+        write_reports_json(reports, json_out, {"backend": choice.name})
+    out = _stdout()
+    for report in reports:
+        _print_eval_report(out, report)
+    if len(reports) > 1:
+        from rich.table import Table
+
+        table = Table("set", "images", "bicubic PSNR", "model PSNR", "model - bicubic", title="summary")
+        for report in reports:
+            b, m = report.mean("bicubic"), report.mean("model")
+            table.add_row(
+                escape(report.dataset),
+                str(len(report.images)),
+                f"{b.psnr:.3f}",
+                f"{m.psnr:.3f}",
+                f"{m.psnr - b.psnr:+.3f}",
+            )
+        b, m = mean_of_sets(reports, "bicubic"), mean_of_sets(reports, "model")
+        table.add_row("[bold]mean of sets[/]", "", f"{b.psnr:.3f}", f"[bold]{m.psnr:.3f}[/]", f"{m.psnr - b.psnr:+.3f}")
+        out.print(table)
+
+
+def _print_eval_report(out: Console, report: EvalReport) -> None:
+    from rich.table import Table
+
+    from srgan_deploy.evaluate import PAPER_TABLE
+
     table = Table(
         "image",
         "bicubic PSNR",
@@ -854,7 +887,6 @@ def eval_cmd(
         )
     b, m = report.mean("bicubic"), report.mean("model")
     table.add_row("[bold]mean[/]", f"{b.psnr:.2f}", f"{b.ssim:.4f}", f"[bold]{m.psnr:.2f}[/]", f"{m.ssim:.4f}")
-    out = _stdout()
     out.print(table)
     out.print(f"model - bicubic: {m.psnr - b.psnr:+.2f} dB")
     paper = PAPER_TABLE.get(report.dataset.lower())

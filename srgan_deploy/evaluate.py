@@ -69,6 +69,27 @@ class EvalReport:
         path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
 
 
+def mean_of_sets(reports: list[EvalReport], which: str) -> Score:
+    """Each set's mean weighted equally: the figure the project compares models on (Set5 + Set14), so
+    fourteen Set14 images do not outvote five Set5 ones."""
+    means = [r.mean(which) for r in reports]
+    return Score(float(np.mean([m.psnr for m in means])), float(np.mean([m.ssim for m in means])))
+
+
+def write_reports_json(reports: list[EvalReport], path: Path, extra: dict[str, Any] | None = None) -> None:
+    """One set: that report as it is. Several: ``{"sets": [...], "mean_of_sets": ...}``."""
+    if len(reports) == 1:
+        reports[0].extra.update(extra or {})
+        reports[0].write_json(path)
+        return
+    data = {
+        "sets": [r.to_dict() for r in reports],
+        "mean_of_sets": {w: asdict(mean_of_sets(reports, w)) for w in ("bicubic", "model")},
+        **(extra or {}),
+    }
+    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None

@@ -378,7 +378,11 @@ CASES = [
     Case("t-steps-0", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--steps", "0"], "--steps"),
     Case("t-ema-1", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--ema", "1"], "--ema 1.0 must be in [0, 1)"),
     Case("t-ema-nan", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--ema", "nan"], "--ema nan"),
-    Case("t-snapshot-neg", ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--snapshot-every", "-5"], "--snapshot-every -5"),
+    Case(
+        "t-snapshot-neg",
+        ["train", "--data", "{TRAIN}", "--out", "{OUT}", "--snapshot-every", "-5"],
+        "--snapshot-every -5",
+    ),
     Case(
         "t-resume-nothing",
         [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -138,6 +139,24 @@ def test_eval_json_schema(tmp_path: Path, image_dir: Path, tiny_weights: Path) -
     assert [i["name"] for i in data["images"]] == ["a", "b"]
     assert all(set(i) >= {"name", "bicubic", "model"} for i in data["images"])
     assert "model - bicubic" in stdout
+
+
+def test_eval_of_several_sets_reports_each_and_their_mean(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
+    """Each set's mean counts once in the mean of sets, however many images it has."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(next(image_dir.iterdir()), other / "only.png")
+    out = tmp_path / "both.json"
+    args = ("eval", str(image_dir), str(other), "-w", str(tiny_weights), "-b", "torch", "--json", str(out))
+    code, stdout, stderr = run(*args)
+    assert code == 0, stderr
+    data = json.loads(out.read_text())
+    assert [s["dataset"] for s in data["sets"]] == ["images", "other"] and data["backend"] == "torch"
+    set_means = [s["mean"]["model"]["psnr"] for s in data["sets"]]
+    assert data["mean_of_sets"]["model"]["psnr"] == pytest.approx(sum(set_means) / 2)
+    assert "summary" in stdout and "mean of sets" in stdout
+    code, _, stderr = run("eval", str(image_dir), str(tmp_path / "nope"), "-b", "bicubic")
+    assert code == 2 and "nope is not a folder" in stderr
 
 
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "set5"

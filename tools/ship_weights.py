@@ -23,8 +23,11 @@ def main(src: str, name: str, *evals: str) -> None:
     for extra in [e for e in evals if "=" in e]:
         key, value = extra.split("=", 1)
         provenance[key] = value
+    reports = []
     for path in [e for e in evals if "=" not in e]:
-        report = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
+        reports.extend(data.get("sets", [data]))  # `eval A B --json` holds several sets
+    for report in reports:
         provenance.setdefault("eval", {})[report["dataset"]] = {
             "protocol": report["protocol"],
             "bicubic": report["mean"]["bicubic"],
