@@ -55,15 +55,22 @@ def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix
     return jobs
 
 
-def upscale_image(backend: Backend[Any], image: np.ndarray) -> np.ndarray:
-    """Upscale RGB, RGBA (alpha bicubic) or grey (model on replicated RGB, back to grey)."""
+def upscale_image(backend: Backend[Any], image: np.ndarray, ensemble: bool = False) -> np.ndarray:
+    """Upscale RGB, RGBA (alpha bicubic) or grey (model on replicated RGB, back to grey).
+
+    ``ensemble``: average the model over the 8 flips/rotations (srgan_deploy/ensemble.py), 8x the work."""
     import cv2
+
+    from srgan_deploy.ensemble import self_ensemble
+
+    def run(frames: np.ndarray) -> np.ndarray:
+        return self_ensemble(backend.upscale, frames) if ensemble else backend.upscale(frames)
 
     scale = backend.scale
     if image.ndim == 2:
         rgb = np.repeat(image[:, :, None], 3, axis=2)
-        return np.asarray(cv2.cvtColor(backend.upscale(rgb[None])[0], cv2.COLOR_RGB2GRAY))
-    out = backend.upscale(np.ascontiguousarray(image[None, :, :, :3]))[0]
+        return np.asarray(cv2.cvtColor(run(rgb[None])[0], cv2.COLOR_RGB2GRAY))
+    out = run(np.ascontiguousarray(image[None, :, :, :3]))[0]
     if image.shape[2] == 4:
         alpha = cv2.resize(image[:, :, 3], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         out = np.dstack([out, alpha])
@@ -82,6 +89,7 @@ def upscale_files(
     on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_failure: Callable[[Failure], None] | None = None,
+    ensemble: bool = False,
 ) -> list[Failure]:
     """Upscale every job. A file that cannot be read, decoded or written is reported and skipped, so one
     bad image in a folder of thousands does not throw away the rest; the failures are returned."""
@@ -89,7 +97,7 @@ def upscale_files(
     for job in jobs:
         try:
             image, icc = read_image_and_icc(job.source, max_pixels)
-            out = upscale_image(backend, image)
+            out = upscale_image(backend, image, ensemble)
             try:
                 job.target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
