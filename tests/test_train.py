@@ -159,6 +159,8 @@ def test_ema_validation_reports_both_and_snapshots_are_kept(train_dir: Path, tmp
     last = load_state(run / "snapshots" / snaps[1])
     final = load_state(run / "generator.safetensors")
     assert all(torch.equal(last[k], final[k]) for k in final)
+    run_training(replace(cfg, ema=0.0, steps=7), resume=True, warn=warnings.append)
+    assert any("weight average is dropped" in w for w in warnings)
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ConfigError, match="--ema"):
             config(train_dir, run, ema=bad)

@@ -95,6 +95,8 @@ class Trainer:
                 self.ema.load_state_dict(saved_ema)
             elif resume:
                 self.warn(f"the checkpoint has no weight average: --ema starts it from the weights of step {self.step}")
+        elif saved_ema is not None:
+            self.warn("the checkpoint's weight average is dropped: this run saves the trained weights (no --ema)")
         self.g_train: nn.Module = self.generator
         self.d_train: nn.Module | None = self.discriminator
         if self.dist.enabled:
