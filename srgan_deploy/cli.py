@@ -24,8 +24,6 @@ from typer.core import TyperGroup
 from srgan_deploy.errors import SrganDeployError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from srgan_deploy.evaluate import EvalReport
 
 # Options whose value may be left out: bare ``--ray`` means a local Ray, bare ``--dedup`` the default rule.
@@ -825,7 +823,7 @@ def eval_cmd(
     ensemble: EnsembleOpt = False,
 ) -> None:
     """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on folders of HR images."""
-    from srgan_deploy.ensemble import self_ensemble
+    from srgan_deploy.ensemble import with_ensemble
     from srgan_deploy.evaluate import evaluate, mean_of_sets, write_reports_json
 
     for folder in folders:
@@ -843,14 +841,11 @@ def eval_cmd(
         check_output_file(json_out, "--json")
     engine, choice = _backend(backend, weights, device, tile, threads, precision, memory_budget=memory_budget)
     with _opened(engine, choice):  # one backend for every folder: compiled once
-
-        def run(img: np.ndarray) -> np.ndarray:
-            return (self_ensemble(engine.upscale, img[None]) if ensemble else engine.upscale(img[None]))[0]
-
+        run = with_ensemble(engine.upscale, ensemble)
         reports = [
             evaluate(
                 folder,
-                run,
+                lambda img: run(img[None])[0],
                 engine.scale,
                 limit=limit,
                 warn=lambda m: _stderr().print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),

@@ -8,6 +8,7 @@ runs of the model, which suits still images and evaluation, not real-time video.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -29,11 +30,17 @@ def _unview(frames: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(out, -(k % 4), axes=(1, 2))
 
 
-def self_ensemble(upscale: Callable[[np.ndarray], np.ndarray], frames: np.ndarray) -> np.ndarray:
+Upscale = Callable[[np.ndarray], np.ndarray]
+
+
+def self_ensemble(upscale: Upscale, frames: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 -> the mean of ``upscale`` over the eight views, rounded back to uint8."""
-    total: np.ndarray | None = None
-    for k in range(VIEWS):
-        result = _unview(upscale(_view(frames, k)), k).astype(np.float32)
-        total = result if total is None else total + result
-    assert total is not None
+    total = upscale(_view(frames, 0)).astype(np.float32)
+    for k in range(1, VIEWS):
+        total += _unview(upscale(_view(frames, k)), k)
     return np.clip(np.rint(total / VIEWS), 0, 255).astype(np.uint8)
+
+
+def with_ensemble(upscale: Upscale, ensemble: bool) -> Upscale:
+    """``upscale`` itself, or its self-ensemble: the one place callers choose."""
+    return functools.partial(self_ensemble, upscale) if ensemble else upscale

@@ -65,8 +65,7 @@ class EvalReport:
         }
 
     def write_json(self, path: Path) -> None:
-        """Strict JSON: a perfect reconstruction's infinite PSNR is written as null, never as Infinity."""
-        path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
+        _write_strict_json(path, self.to_dict())
 
 
 def mean_of_sets(reports: list[EvalReport], which: str) -> Score:
@@ -79,14 +78,17 @@ def mean_of_sets(reports: list[EvalReport], which: str) -> Score:
 def write_reports_json(reports: list[EvalReport], path: Path, extra: dict[str, Any] | None = None) -> None:
     """One set: that report as it is. Several: ``{"sets": [...], "mean_of_sets": ...}``."""
     if len(reports) == 1:
-        reports[0].extra.update(extra or {})
-        reports[0].write_json(path)
-        return
-    data = {
-        "sets": [r.to_dict() for r in reports],
-        "mean_of_sets": {w: asdict(mean_of_sets(reports, w)) for w in ("bicubic", "model")},
-        **(extra or {}),
-    }
+        data = reports[0].to_dict()
+    else:
+        data = {
+            "sets": [r.to_dict() for r in reports],
+            "mean_of_sets": {w: asdict(mean_of_sets(reports, w)) for w in ("bicubic", "model")},
+        }
+    _write_strict_json(path, {**data, **(extra or {})})
+
+
+def _write_strict_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON: a perfect reconstruction's infinite PSNR is written as null, never as Infinity."""
     path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
 
 

@@ -61,11 +61,9 @@ def upscale_image(backend: Backend[Any], image: np.ndarray, ensemble: bool = Fal
     ``ensemble``: average the model over the 8 flips/rotations (srgan_deploy/ensemble.py), 8x the work."""
     import cv2
 
-    from srgan_deploy.ensemble import self_ensemble
+    from srgan_deploy.ensemble import with_ensemble
 
-    def run(frames: np.ndarray) -> np.ndarray:
-        return self_ensemble(backend.upscale, frames) if ensemble else backend.upscale(frames)
-
+    run = with_ensemble(backend.upscale, ensemble)
     scale = backend.scale
     if image.ndim == 2:
         rgb = np.repeat(image[:, :, None], 3, axis=2)

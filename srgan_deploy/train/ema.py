@@ -31,18 +31,21 @@ class WeightAverage:
         self.model = copy.deepcopy(model).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
+        # state_dict tensors share storage with the parameters and buffers, which the optimizer, BN and
+        # load_state_dict all change in place: pair them once instead of rebuilding both dicts every step
+        source = model.state_dict()
+        self._pairs = [(target, source[key]) for key, target in self.model.state_dict().items()]
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        decay = self.current_decay()
-        mine = self.model.state_dict()
-        for key, value in model.state_dict().items():
-            target = mine[key]
+    def update(self) -> None:
+        """One step of the average towards the model it was made from."""
+        weight = 1.0 - self.current_decay()
+        for target, value in self._pairs:
             if target.dtype.is_floating_point:
-                target.lerp_(value.detach().to(target.dtype), 1.0 - decay)
+                target.lerp_(value, weight)
             else:  # BN's num_batches_tracked: a counter, not a quantity to average
                 target.copy_(value)
         self.updates += 1

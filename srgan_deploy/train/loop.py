@@ -288,7 +288,7 @@ class Trainer:
             self.opt_g.step()
             self.sched_g.step()
             if self.ema is not None:
-                self.ema.update(self.generator)
+                self.ema.update()
             losses[cfg.loss] = float(loss.detach())
             return losses
         assert self.d_train is not None and self.opt_d is not None and self.content is not None
@@ -316,7 +316,7 @@ class Trainer:
         self.sched_g.step()
         self.sched_d.step()
         if self.ema is not None:
-            self.ema.update(self.generator)
+            self.ema.update()
         losses.update(
             g=float(g_loss.detach()), content=float(content.detach()), adv=float(adv.detach()), d=float(d_loss.detach())
         )
