@@ -185,6 +185,38 @@ def test_srgan_phase_runs_with_test_only_random_vgg(train_dir: Path, tmp_path: P
     assert read_info(result.weights).provenance["phase"] == "srgan"
 
 
+def test_srgan_mse_needs_no_vgg_logs_d_accuracy_and_resumes(
+    train_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paper's SRGAN-MSE: pixel-MSE content + adversarial, no VGG weights anywhere."""
+    import srgan_deploy.train.loop as loop
+
+    def no_vgg(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--content mse must not load VGG19")
+
+    real_vgg = loop.load_vgg
+    monkeypatch.setattr(loop, "load_vgg", no_vgg)
+    base = run_training(config(train_dir, tmp_path / "pre", steps=1))
+    run = tmp_path / "gan"
+    gan = config(train_dir, run, phase="srgan", content="mse", steps=2, init=str(base.weights), d_lr=3e-4)
+    result = run_training(gan)
+    assert set(result.last_losses) >= {"g", "content", "adv", "d", "d_real_acc", "d_fake_acc"}
+    assert all(0.0 <= result.last_losses[k] <= 1.0 for k in ("d_real_acc", "d_fake_acc"))
+    info = read_info(result.weights).provenance
+    assert info["phase"] == "srgan" and info["content"] == "mse"
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # the discriminator's own rate
+    resumed = run_training(replace(gan, steps=3), resume=True)
+    assert resumed.step == 3
+    monkeypatch.setattr(loop, "load_vgg", real_vgg)
+    with pytest.raises(TrainingError, match="content"):
+        run_training(replace(gan, steps=4, content="vgg22", random_vgg_for_tests=True), resume=True)
+    with pytest.raises(ConfigError, match="--content"):
+        config(train_dir, run, phase="srgan", content="vgg19")
+    with pytest.raises(ConfigError, match="--vgg-layer"):
+        config(train_dir, run, phase="srgan", content="mse", vgg_layer="relu2_2")
+
+
 def test_adversarial_loss_carries_gradient_into_the_generator() -> None:
     from srgan_deploy.models import Discriminator, Generator
 

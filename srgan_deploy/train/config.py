@@ -14,6 +14,8 @@ from srgan_deploy.train.data import DegradationConfig
 
 PHASES = ("srresnet", "srgan")
 PIXEL_LOSSES = ("mse", "l1")
+# srgan-phase content losses: the paper's SRGAN-MSE (no VGG needed), SRGAN-VGG22 and SRGAN-VGG54
+CONTENT_LAYERS: dict[str, str | None] = {"mse": None, "vgg22": "relu2_2", "vgg54": "relu5_4"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class TrainConfig:
     val_limit: int | None = None
     init: str | None = None  # weights path or bundled model name
     vgg_weights: Path | None = None
-    vgg_layer: str = "relu5_4"
+    content: str = "vgg54"  # srgan phase: mse | vgg22 | vgg54 (Ledig et al. 2017, Table 1)
+    vgg_layer: str | None = None  # overrides the content's VGG layer (e.g. relu3_4); None = the content's own
     adv_weight: float = 1e-3
+    d_lr: float | None = None  # discriminator learning rate; None = --lr (the paper's recipe)
     pixel_weight: float = 0.0
     loss: str = "mse"  # pixel loss of the srresnet phase: mse (the paper) or l1 (often more PSNR)
     d_dropout: float = 0.3
@@ -52,6 +56,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ConfigError(f"unknown phase '{self.phase}'; choose srresnet or srgan")
+        if self.content not in CONTENT_LAYERS:
+            raise ConfigError(f"unknown --content '{self.content}'; choose mse, vgg22 or vgg54")
+        if self.content == "mse" and self.vgg_layer is not None:
+            raise ConfigError("--vgg-layer needs --content vgg22 or vgg54; --content mse uses no VGG")
         if self.loss not in PIXEL_LOSSES:
             raise ConfigError(f"unknown --loss '{self.loss}'; choose mse or l1")
         if self.steps < 1 or self.batch_size < 1:
@@ -65,6 +73,7 @@ class TrainConfig:
             ("--lr-gamma", self.lr_gamma, 0.0),
             ("--adv-weight", self.adv_weight, -1.0),
             ("--pixel-weight", self.pixel_weight, -1.0),
+            ("--d-lr", self.lr if self.d_lr is None else self.d_lr, 0.0),
         ):
             if not (math.isfinite(value) and value > low):
                 kind = "positive" if low == 0.0 else "a number >= 0"
@@ -77,6 +86,17 @@ class TrainConfig:
             raise ConfigError(f"--snapshot-every {self.snapshot_every} must be 0 (off) or positive")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads} must be at least 1")
+
+    @property
+    def uses_vgg(self) -> bool:
+        return self.phase == "srgan" and self.content != "mse"
+
+    @property
+    def content_layer(self) -> str | None:
+        """The VGG layer of the content loss; None when the content loss is pixel MSE."""
+        if not self.uses_vgg:
+            return None
+        return self.vgg_layer or CONTENT_LAYERS[self.content]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,7 +111,7 @@ class TrainConfig:
 
     def resume_mismatch(self, saved: dict[str, Any]) -> list[str]:
         """Options whose change would make a resumed run a different experiment."""
-        keys = ("phase", "model", "batch_size", "crop", "degradation", "seed", "loss")
+        keys = ("phase", "model", "batch_size", "crop", "degradation", "seed", "loss", "content")
         now = self.to_dict()
         return [k for k in keys if k in saved and saved[k] != now[k]]
 

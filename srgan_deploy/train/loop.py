@@ -1,4 +1,7 @@
-"""The two training phases: SRResNet (pixel MSE) and SRGAN (VGG content + adversarial).
+"""The two training phases: SRResNet (pixel loss) and SRGAN (content + adversarial).
+
+The SRGAN phase's content loss is pixel MSE (the paper's SRGAN-MSE, which needs no pretrained
+network) or VGG19 features (SRGAN-VGG22/VGG54, with user-supplied ImageNet weights).
 
 One loop serves both; the phase decides the losses and whether a discriminator
 exists. Runs unchanged on one CPU, one GPU or under ``torchrun``.
@@ -68,14 +71,14 @@ class Trainer:
         self.sampler = PatchSampler(config.data, config.model.scale, config.crop, config.degradation, warn=self.warn)
         self.generator = Generator(config.model).to(self.device)
         self.discriminator: Discriminator | None = None
-        self.content: ContentLoss | None = None
+        self.content: ContentLoss | None = None  # None in the srgan phase = pixel-MSE content (SRGAN-MSE)
         if config.phase == "srgan" or config.init is not None:
             self._load_init()
         if config.phase == "srgan":
             self._setup_srgan()
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.opt_d = (
-            torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.9, 0.999))
+            torch.optim.Adam(self.discriminator.parameters(), lr=self._d_lr, betas=(0.9, 0.999))
             if self.discriminator is not None
             else None
         )
@@ -104,6 +107,10 @@ class Trainer:
             self.g_train = nn.parallel.DistributedDataParallel(self.generator, device_ids=ids)
             if self.discriminator is not None:
                 self.d_train = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
+
+    @property
+    def _d_lr(self) -> float:
+        return self.config.lr if self.config.d_lr is None else self.config.d_lr
 
     def _device(self) -> torch.device:
         if torch.cuda.is_available():
@@ -138,8 +145,10 @@ class Trainer:
     def _setup_srgan(self) -> None:
         cfg = self.config
         self.discriminator = Discriminator(dropout=cfg.d_dropout).to(self.device)
-        vgg = load_vgg(cfg.vgg_weights, cfg.vgg_layer, random_for_tests=cfg.random_vgg_for_tests)
-        self.content = ContentLoss(vgg).to(self.device)
+        layer = cfg.content_layer
+        if layer is not None:
+            vgg = load_vgg(cfg.vgg_weights, layer, random_for_tests=cfg.random_vgg_for_tests)
+            self.content = ContentLoss(vgg).to(self.device)
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -205,7 +214,8 @@ class Trainer:
             "batch_size": cfg.batch_size * self.dist.world,
             "crop": cfg.crop,
             "lr": cfg.lr,
-            "loss": cfg.loss if cfg.phase == "srresnet" else None,
+            "loss": cfg.loss if cfg.phase == "srresnet" else f"{cfg.content} + {cfg.adv_weight:g} adversarial",
+            "content": cfg.content if cfg.phase == "srgan" else None,
             "ema": cfg.ema or None,
             "seed": cfg.seed,
             "train_seconds": round(self.elapsed, 1),
@@ -229,16 +239,15 @@ class Trainer:
 
         cfg = self.config
         done = sum(1 for m in cfg.lr_milestones if m <= self.step)
-        lr = cfg.lr * cfg.lr_gamma**done
-        for sched, opt in ((self.sched_g, self.opt_g), (self.sched_d, self.opt_d)):
+        for sched, opt, base in ((self.sched_g, self.opt_g, cfg.lr), (self.sched_d, self.opt_d, self._d_lr)):
             if sched is None or opt is None:
                 continue
             sched.milestones = Counter(cfg.lr_milestones)  # type: ignore[attr-defined]
             sched.gamma = cfg.lr_gamma  # type: ignore[attr-defined]
-            sched.base_lrs = [cfg.lr for _ in opt.param_groups]
+            sched.base_lrs = [base for _ in opt.param_groups]
             for group in opt.param_groups:
-                group["lr"] = lr
-                group["initial_lr"] = cfg.lr
+                group["lr"] = base * cfg.lr_gamma**done
+                group["initial_lr"] = base
 
     def deployed(self) -> Generator:
         """The weights a user gets: the average when ``--ema`` is on, else the trained ones."""
@@ -291,20 +300,24 @@ class Trainer:
                 self.ema.update()
             losses[cfg.loss] = float(loss.detach())
             return losses
-        assert self.d_train is not None and self.opt_d is not None and self.content is not None
-        assert self.sched_d is not None
+        assert self.d_train is not None and self.opt_d is not None and self.sched_d is not None
         self.discriminator.train()
         # discriminator: real vs (detached) fake
         with self._autocast():
             sr = self.g_train(lr)
-            d_loss = discriminator_loss(self.d_train(hr).float(), self.d_train(sr.detach()).float())
+            real_logits = self.d_train(hr).float()
+            fake_logits = self.d_train(sr.detach()).float()
+            d_loss = discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
         # generator: content + adversarial through D (gradient flows into G)
         with self._autocast():
             adv = generator_adversarial_loss(self.d_train(sr).float())
-            content = self.content(sr.float().clamp(0, 1), hr)
+            if self.content is None:  # SRGAN-MSE
+                content = pixel_loss(sr.float(), hr, "mse")
+            else:
+                content = self.content(sr.float().clamp(0, 1), hr)
         g_loss = content + cfg.adv_weight * adv
         if cfg.pixel_weight:
             pix = pixel_loss(sr.float(), hr)
@@ -318,7 +331,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         losses.update(
-            g=float(g_loss.detach()), content=float(content.detach()), adv=float(adv.detach()), d=float(d_loss.detach())
+            g=float(g_loss.detach()),
+            content=float(content.detach()),
+            adv=float(adv.detach()),
+            d=float(d_loss.detach()),
+            # D's accuracy on this batch: how far ahead of G it is (1/1 = G gets no useful gradient)
+            d_real_acc=float((real_logits.detach() > 0).float().mean()),
+            d_fake_acc=float((fake_logits.detach() < 0).float().mean()),
         )
         return losses
 
