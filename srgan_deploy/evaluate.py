@@ -1,7 +1,10 @@
 """Benchmark-protocol evaluation: HR folder -> bicubic LR -> (bicubic, model) vs HR on Y with a shave.
 
 Pure numpy around a ``upscale`` callable, so training validation (torch model in
-memory) and ``srgan-deploy eval`` (any backend) share one implementation.
+memory) and ``srgan-deploy eval`` (any backend) share one implementation. Beside PSNR/SSIM each
+image gets a texture ratio (``srgan_deploy.texture``), because fidelity alone ranks a blurred
+answer above a perceptual one. It sits in its own ``texture`` keys so readers of ``mean`` keep
+seeing exactly ``psnr`` and ``ssim``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from srgan_deploy.errors import ConfigError, InputFileError
 from srgan_deploy.images import list_images, read_image, to_rgb
 from srgan_deploy.metrics import mod_crop, y_psnr_ssim
 from srgan_deploy.resize import imresize
+from srgan_deploy.texture import geometric_mean, texture_ratio
+from srgan_deploy.texture import protocol as texture_protocol
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # HxWx3 uint8 RGB -> (sH)x(sW)x3 uint8 RGB
 
@@ -36,10 +41,19 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Texture:
+    """High-band amplitude over HR's (1.0 = as much fine detail as HR; NaN for a flat HR image)."""
+
+    bicubic: float
+    model: float
+
+
+@dataclass(frozen=True)
 class ImageScore:
     name: str
     bicubic: Score
     model: Score
+    texture: Texture
 
 
 @dataclass
@@ -49,10 +63,18 @@ class EvalReport:
     images: list[ImageScore] = field(default_factory=list)
     protocol: str = "y-shave4"
     extra: dict[str, Any] = field(default_factory=dict)
+    texture_protocol: str = ""
 
     def mean(self, which: str) -> Score:
         scores = [getattr(i, which) for i in self.images]
         return Score(float(np.mean([s.psnr for s in scores])), float(np.mean([s.ssim for s in scores])))
+
+    def mean_texture(self) -> Texture:
+        """Geometric means: ratios of 2 and 0.5 are equally far from 1."""
+        return Texture(
+            geometric_mean(i.texture.bicubic for i in self.images),
+            geometric_mean(i.texture.model for i in self.images),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +82,8 @@ class EvalReport:
             "scale": self.scale,
             "protocol": self.protocol,
             "mean": {"bicubic": asdict(self.mean("bicubic")), "model": asdict(self.mean("model"))},
+            "texture": asdict(self.mean_texture()),
+            "texture_protocol": self.texture_protocol,
             "images": [asdict(i) for i in self.images],
             **self.extra,
         }
@@ -75,14 +99,22 @@ def mean_of_sets(reports: list[EvalReport], which: str) -> Score:
     return Score(float(np.mean([m.psnr for m in means])), float(np.mean([m.ssim for m in means])))
 
 
+def texture_of_sets(reports: list[EvalReport]) -> Texture:
+    """Each set's geometric mean counted once, as ``mean_of_sets`` does for PSNR."""
+    means = [r.mean_texture() for r in reports]
+    return Texture(geometric_mean(m.bicubic for m in means), geometric_mean(m.model for m in means))
+
+
 def write_reports_json(reports: list[EvalReport], path: Path, extra: dict[str, Any] | None = None) -> None:
-    """One set: that report as it is. Several: ``{"sets": [...], "mean_of_sets": ...}``."""
+    """One set: that report as it is. Several: ``{"sets": [...], "mean_of_sets": ..., "texture": ...}``."""
     if len(reports) == 1:
         data = reports[0].to_dict()
     else:
         data = {
             "sets": [r.to_dict() for r in reports],
             "mean_of_sets": {w: asdict(mean_of_sets(reports, w)) for w in ("bicubic", "model")},
+            "texture": asdict(texture_of_sets(reports)),
+            "texture_protocol": reports[0].texture_protocol,
         }
     _write_strict_json(path, {**data, **(extra or {})})
 
@@ -125,7 +157,12 @@ def evaluate(
 ) -> EvalReport:
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit} must be at least 1 (leave it out for every image)")
-    report = EvalReport(dataset=folder.name, scale=scale, protocol=f"y-shave{shave}")
+    report = EvalReport(
+        dataset=folder.name,
+        scale=scale,
+        protocol=f"y-shave{shave}",
+        texture_protocol=texture_protocol(scale, shave),
+    )
     smallest = max(2 * shave + 8, 4 * scale)  # SSIM's 7x7 window must fit after the shave
     for name, lr, hr in lr_hr_pairs(folder, scale, limit):
         if min(hr.shape[:2]) < smallest:
@@ -141,7 +178,8 @@ def evaluate(
             sr = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY)
         b = y_psnr_ssim(hr, bicubic, shave)
         m = y_psnr_ssim(hr, sr, shave)
-        report.images.append(ImageScore(name, Score(*b), Score(*m)))
+        texture = Texture(texture_ratio(hr, bicubic, scale, shave), texture_ratio(hr, sr, scale, shave))
+        report.images.append(ImageScore(name, Score(*b), Score(*m), texture))
     if not report.images:
         raise InputFileError(f"no image in {folder} is large enough to score (at least {smallest}x{smallest} px)")
     return report

@@ -28,11 +28,14 @@ def main(src: str, name: str, *evals: str) -> None:
         data = json.loads(Path(path).read_text())
         reports.extend(data.get("sets", [data]))  # `eval A B --json` holds several sets
     for report in reports:
-        provenance.setdefault("eval", {})[report["dataset"]] = {
+        entry = {
             "protocol": report["protocol"],
             "bicubic": report["mean"]["bicubic"],
             "model": report["mean"]["model"],
         }
+        if "texture" in report:  # reports from before the texture measure have none
+            entry["texture"] = {**report["texture"], "protocol": report["texture_protocol"]}
+        provenance.setdefault("eval", {})[report["dataset"]] = entry
     target = bundled_weights_dir() / f"{name}.safetensors"
     save_generator(generator, target, provenance, half=True)
     print(f"wrote {target}")
