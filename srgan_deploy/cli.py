@@ -822,9 +822,9 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
     ensemble: EnsembleOpt = False,
 ) -> None:
-    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) of bicubic and the model on folders of HR images."""
+    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) and texture (fine detail vs HR's, 1 = HR's) of bicubic and the model on folders of HR images."""
     from srgan_deploy.ensemble import with_ensemble
-    from srgan_deploy.evaluate import evaluate, mean_of_sets, write_reports_json
+    from srgan_deploy.evaluate import evaluate, mean_of_sets, texture_of_sets, write_reports_json
 
     for folder in folders:
         if not folder.is_dir():
@@ -873,6 +873,8 @@ def eval_cmd(
         b, m = mean_of_sets(reports, "bicubic"), mean_of_sets(reports, "model")
         table.add_row("[bold]mean of sets[/]", "", f"{b.psnr:.3f}", f"[bold]{m.psnr:.3f}[/]", f"{m.psnr - b.psnr:+.3f}")
         out.print(table)
+        t = texture_of_sets(reports)
+        out.print(f"texture, mean of sets (1 = HR's): model {t.model:.3f}, bicubic {t.bicubic:.3f}")
 
 
 def _print_eval_report(out: Console, report: EvalReport) -> None:
@@ -886,6 +888,8 @@ def _print_eval_report(out: Console, report: EvalReport) -> None:
         "bicubic SSIM",
         "model PSNR",
         "model SSIM",
+        "bicubic texture",
+        "model texture",
         title=escape(f"{report.dataset} x{report.scale} ({report.protocol})"),
     )
     for item in report.images:
@@ -895,11 +899,22 @@ def _print_eval_report(out: Console, report: EvalReport) -> None:
             f"{item.bicubic.ssim:.4f}",
             f"{item.model.psnr:.2f}",
             f"{item.model.ssim:.4f}",
+            f"{item.texture.bicubic:.3f}",
+            f"{item.texture.model:.3f}",
         )
-    b, m = report.mean("bicubic"), report.mean("model")
-    table.add_row("[bold]mean[/]", f"{b.psnr:.2f}", f"{b.ssim:.4f}", f"[bold]{m.psnr:.2f}[/]", f"{m.ssim:.4f}")
+    b, m, t = report.mean("bicubic"), report.mean("model"), report.mean_texture()
+    table.add_row(
+        "[bold]mean[/]",
+        f"{b.psnr:.2f}",
+        f"{b.ssim:.4f}",
+        f"[bold]{m.psnr:.2f}[/]",
+        f"{m.ssim:.4f}",
+        f"{t.bicubic:.3f}",
+        f"[bold]{t.model:.3f}[/]",
+    )
     out.print(table)
     out.print(f"model - bicubic: {m.psnr - b.psnr:+.2f} dB")
+    out.print(f"texture (fine detail vs HR's, 1 = HR's): model {t.model:.3f}, bicubic {t.bicubic:.3f}")
     paper = PAPER_TABLE.get(report.dataset.lower())
     if paper:
         ref = ", ".join(f"{k} {p:.2f}/{s:.4f}" for k, (p, s) in paper.items())

@@ -138,7 +138,9 @@ def test_eval_json_schema(tmp_path: Path, image_dir: Path, tiny_weights: Path) -
         assert set(data["mean"][key]) == {"psnr", "ssim"}
     assert [i["name"] for i in data["images"]] == ["a", "b"]
     assert all(set(i) >= {"name", "bicubic", "model"} for i in data["images"])
-    assert "model - bicubic" in stdout
+    assert all(set(i["texture"]) == {"bicubic", "model"} for i in data["images"])
+    assert set(data["texture"]) == {"bicubic", "model"} and data["texture_protocol"].startswith("y-shave4")
+    assert "model - bicubic" in stdout and "texture (fine detail vs HR" in stdout
 
 
 def test_eval_of_several_sets_reports_each_and_their_mean(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
