@@ -53,8 +53,37 @@ def backend_class(name: str) -> type[Backend[Any]]:
     return result
 
 
-def availability() -> dict[str, tuple[bool, str]]:
-    return {name: backend_class(name).availability() for name in _CLASSES}
+def availability(device: int = 0) -> dict[str, tuple[bool, str]]:
+    """(usable, why) per backend on CUDA device ``device`` (the GPU a run would use)."""
+    return {name: backend_availability(name, device) for name in _CLASSES}
+
+
+def backend_availability(name: str, device: int = 0) -> tuple[bool, str]:
+    """The backend's own answer, and for TensorRT-RTX whether it can target this GPU at all: its plans
+    run only on the compute capabilities it builds for (no Volta, no Hopper, no datacenter Blackwell), so
+    an installed RTX on an H100 is not usable, and ``auto`` must move on to full TensorRT."""
+    ok, why = backend_class(name).availability()
+    if ok and name == "tensorrt-rtx":
+        return rtx_targets_gpu(device, why)
+    return ok, why
+
+
+def rtx_targets_gpu(device: int, detail: str) -> tuple[bool, str]:
+    from srgan_deploy.errors import SrganDeployError
+    from srgan_deploy.gpu.cuda_rt import device_properties
+    from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, sm_name
+
+    try:
+        gpu = device_properties(device)
+    except SrganDeployError:
+        return True, detail  # cannot ask: opening the backend will say what is wrong
+    if sm_name(gpu.compute_capability) in RTX_TARGETS:
+        return True, detail
+    supported = ", ".join(t[2:] for t in RTX_TARGETS)
+    return False, (
+        f"TensorRT-RTX cannot run on {gpu.name} (SM {gpu.compute_capability}; it targets SM {supported}); "
+        "use -b tensorrt"
+    )
 
 
 @dataclass(frozen=True)
@@ -83,15 +112,15 @@ def torch_has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def gpu_name() -> str | None:
-    """The first CUDA GPU's name through cuda-python (no torch needed), or None."""
+def gpu_name(device: int = 0) -> str | None:
+    """CUDA GPU ``device``'s name through cuda-python (no torch needed), or None."""
     from srgan_deploy.errors import SrganDeployError
     from srgan_deploy.gpu.cuda_rt import device_count, device_properties, has_cuda_python
 
     if not has_cuda_python():
         return None
     try:
-        return device_properties(0).name if device_count() > 0 else None
+        return device_properties(device).name if device_count() > device else None
     except SrganDeployError:
         return None
 
@@ -212,15 +241,16 @@ def _describe(options: BackendOptions) -> str:
 def choose(name: str, request: Request | None = None) -> Choice:
     """Resolve ``auto`` (and check an explicit name) into a concrete, available backend with typed options."""
     request = request or Request()
+    index = _device_index(request.device)
     if name != "auto":
-        ok, why = backend_class(name).availability()
+        ok, why = backend_availability(name, index)
         if not ok:
             raise BackendUnavailableError(f"backend '{name}' is not available: {why}")
         options = options_for(name, request, _explicit_device(name, request))
         return Choice(name, options, f"as requested{_describe(options)}")
-    avail = availability()
+    avail = availability(index)
     wants_cpu = request.device == "cpu"
-    gpu = None if wants_cpu else gpu_name()
+    gpu = None if wants_cpu else gpu_name(index)
     rtx_first = is_rtx_card(gpu)
     on_gpu = not wants_cpu
     ladder: list[tuple[str, str, bool]] = [
@@ -286,4 +316,13 @@ def _stderr_notify(message: str) -> None:
     print(f"srgan-deploy: {message}", file=sys.stderr)
 
 
-__all__ = ["BACKEND_NAMES", "Choice", "availability", "backend_class", "backend_for", "choose", "create"]
+__all__ = [
+    "BACKEND_NAMES",
+    "Choice",
+    "availability",
+    "backend_availability",
+    "backend_class",
+    "backend_for",
+    "choose",
+    "create",
+]

@@ -89,10 +89,15 @@ def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def write_fp16_onnx(src: Path, dst: Path) -> Path:
     import onnx
 
+    from srgan_deploy.cache import partial_path
+
     model = convert_core_to_fp16(onnx.load(str(src)))
-    tmp = dst.with_name(f".{dst.name}.partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    tmp = partial_path(dst)  # worker processes may convert the same graph at once
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dst
 
 

@@ -78,7 +78,8 @@ class EngineFromOnnx:
             self.options.precision,
             profile_for(self.options),
             "uint8",
-            BuildOptions(workspace_mib=self.options.workspace_mib, notify=self.notify),
+            # built for (and, for TensorRT, on) the GPU the backend runs on: --device cuda:N, not GPU 0
+            BuildOptions(workspace_mib=self.options.workspace_mib, device=self.options.device, notify=self.notify),
             name=model.path.stem,
             flavour=self.flavour,
             check_deserialize=False,  # the backend deserializes it next

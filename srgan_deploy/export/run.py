@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srgan_deploy.artifacts import ShapeProfile
+from srgan_deploy.cache import partial_path
 from srgan_deploy.errors import ConfigError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
 from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
@@ -33,6 +34,7 @@ class ExportRequest:
     engine_dir: Path | None = None
     workspace_mib: int = 4096
     targets: tuple[str, ...] = ()  # TensorRT-RTX compute capabilities (--sm); () = this GPU or all RTX targets
+    device: int = 0  # the CUDA device the engine is built for (and verified on)
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -74,7 +76,9 @@ def _check_writable(folder: Path) -> None:
         raise OutputError(f"output folder {folder} is not writable; choose another -o")
 
 
-def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precision: str, flavour: str) -> list[Parity]:
+def verify_engine(
+    plan: Path, weights: str | None, profile: ShapeProfile, precision: str, flavour: str, device: int = 0
+) -> list[Parity]:
     """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile; FP16 must reach the PSNR budget."""
     from srgan_deploy.artifacts import EngineArtifact
     from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
@@ -84,9 +88,13 @@ def verify_engine(plan: Path, weights: str | None, profile: ShapeProfile, precis
     shapes = [lo, (hi[0], min(hi[1], max(lo[1], 37)), min(hi[2], max(lo[2], 53)))]
     results: list[Parity] = []
     backend = (
-        TensorRTRtxBackend(TensorRTRtxOptions(precision=precision), lambda: EngineArtifact.from_plan(plan))
+        TensorRTRtxBackend(
+            TensorRTRtxOptions(device=device, precision=precision), lambda: EngineArtifact.from_plan(plan)
+        )
         if flavour == "tensorrt-rtx"
-        else TensorRTBackend(TensorRTOptions(precision=precision), lambda: EngineArtifact.from_plan(plan))
+        else TensorRTBackend(
+            TensorRTOptions(device=device, precision=precision), lambda: EngineArtifact.from_plan(plan)
+        )
     )
     with backend as engine:
         run = engine.upscale
@@ -119,7 +127,7 @@ def run_export(
 
         flavour_check = Flavour.load(request.flavour)  # fails early, before any work, when the module is missing
         if not request.targets:
-            flavour_check.default_targets()  # ... or when full TensorRT has no GPU to build for
+            flavour_check.default_targets(request.device)  # ... or when full TensorRT has no GPU to build for
         if request.io != "uint8":
             raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
     _check_writable(request.out_dir)
@@ -145,7 +153,11 @@ def run_export(
             )
         engine_dir = request.engine_dir or cache_dir() / "engines"
         options = BuildOptions(
-            workspace_mib=request.workspace_mib, targets=request.targets, on_progress=on_progress, notify=notify
+            workspace_mib=request.workspace_mib,
+            targets=request.targets,
+            device=request.device,
+            on_progress=on_progress,
+            notify=notify,
         )
         flavour = request.flavour
         plan, spec, built = get_engine(
@@ -157,7 +169,7 @@ def run_export(
         kind = "rtx-" if flavour == "tensorrt-rtx" else ""
         target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
         for src, dst in ((plan, target), (plan.with_suffix(".json"), target.with_suffix(".json"))):
-            tmp = dst.with_name(f".{dst.name}.partial")
+            tmp = partial_path(dst)
             shutil.copyfile(src, tmp)
             tmp.replace(dst)
         report.engine = target
@@ -169,14 +181,14 @@ def run_export(
         if request.verify:
             from srgan_deploy.export.tensorrt import Flavour
 
-            if can_deserialize(Flavour.load(flavour), target) is None:
+            if can_deserialize(Flavour.load(flavour), target, request.device) is None:
                 notify(
                     "  engine not executed: no CUDA GPU here. Checked: NVIDIA's parser and builder accepted the graph; "
                     "parity is checked on first use on a GPU with srgan-deploy bench"
                 )
             else:
                 report.engine_parity = verify_engine(
-                    target, str(info.path), request.profile, request.precision, flavour
+                    target, str(info.path), request.profile, request.precision, flavour, request.device
                 )
                 for parity in report.engine_parity:
                     notify(f"  {flavour} vs PyTorch {parity.line()}")

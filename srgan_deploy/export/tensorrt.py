@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srgan_deploy.artifacts import FLAVOURS, ShapeProfile, read_onnx_metadata
+from srgan_deploy.cache import file_lock, partial_path
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
-from srgan_deploy.gpu.trt_runtime import import_flavour_module, make_logger
+from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, import_flavour_module, make_logger, sm_name
 from srgan_deploy.weights import file_sha256
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     import tensorrt_rtx_bindings as rtx
 
 PRECISIONS = ("fp16", "fp32")
-# RTX's ahead-of-time targets (TensorRT-RTX 1.x: Turing to Blackwell consumer/workstation parts, no Hopper)
-RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
 Notify = Callable[[str], None]
 
 
@@ -106,35 +105,48 @@ class Flavour:
         flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 1 << int(flag) if flag is not None else 0
 
-    def configure(self, config: Any, targets: tuple[str, ...], workspace_mib: int) -> None:
+    def configure(self, config: Any, targets: tuple[str, ...], workspace_mib: int, precision: str = "fp16") -> None:
         """TensorRT: a workspace limit; it builds for the GPU it runs on. RTX: the compute capabilities
         to build for (ahead of time, no GPU needed), and no workspace limit: its builder then tries to
         allocate the whole limit in host memory (measured: 4 GiB asked for, OutOfMemory), and the
-        workspace is a run-time matter for RTX anyway."""
+        workspace is a run-time matter for RTX anyway.
+
+        fp32 means fp32: TensorRT enables TF32 by default on Ampere and later, which rounds the inputs of
+        every fp32 convolution to 10 mantissa bits, so an "fp32" engine would be neither what was asked
+        for nor comparable with the fp32 reference. Cleared where the module has the flag."""
+        tf32 = getattr(getattr(self.module, "BuilderFlag", None), "TF32", None)
+        if precision == "fp32" and tf32 is not None:
+            config.clear_flag(tf32)
         if not self.is_rtx:
             config.set_memory_pool_limit(self.module.MemoryPoolType.WORKSPACE, workspace_mib << 20)
             return
         rtx_set_targets(self.module, config, targets)
 
-    def default_targets(self) -> tuple[str, ...]:
-        """What to build for when the user names nothing: this GPU, or (RTX without a GPU) every RTX target."""
+    def default_targets(self, device: int = 0) -> tuple[str, ...]:
+        """What to build for when the user names nothing: GPU ``device`` (the one the engine will run on,
+        ``--device cuda:N``), or (RTX without a GPU) every RTX target."""
         from srgan_deploy.gpu.cuda_rt import device_count, device_properties
 
         gpu_cc: str | None = None
         try:
-            if device_count() > 0:
-                gpu_cc = device_properties(0).compute_capability
+            count = device_count()
+            if count > device:
+                gpu_cc = device_properties(device).compute_capability
         except (BackendUnavailableError, EngineError):
-            gpu_cc = None
+            count, gpu_cc = 0, None
+        if 0 < count <= device:
+            raise BackendUnavailableError(
+                f"GPU {device} is not visible ({count} visible); use --device cuda:0 to cuda:{count - 1}"
+            )
         if not self.is_rtx:
             if gpu_cc is None:
                 raise BackendUnavailableError(
                     "TensorRT builds for the GPU it runs on and no CUDA GPU is visible; "
                     "use --format tensorrt-rtx --sm ... to build ahead of time without a GPU"
                 )
-            return (f"SM{gpu_cc.replace('.', '')}",)
+            return (sm_name(gpu_cc),)
         if gpu_cc is not None:
-            sm = f"SM{gpu_cc.replace('.', '')}"
+            sm = sm_name(gpu_cc)
             if sm not in RTX_TARGETS:
                 raise BackendUnavailableError(
                     f"this GPU ({sm}) is not a TensorRT-RTX target; use --format tensorrt (Hopper/datacenter GPUs)"
@@ -210,9 +222,11 @@ def cache_status(paths: EnginePaths, spec: EngineSpec) -> tuple[bool, str]:
 
 
 def write_engine(paths: EnginePaths, spec: EngineSpec, plan: bytes, extra: dict[str, Any] | None = None) -> None:
-    """Plan then sidecar, each written to a temporary name and renamed: a crash never leaves a half plan."""
+    """Plan then sidecar, each written to a temporary name and renamed: a crash never leaves a half plan.
+    The temporary names are this process's and thread's own, so concurrent writers never rename each
+    other's half-written file."""
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.plan.with_name(paths.plan.name + ".partial")
+    tmp = partial_path(paths.plan)
     tmp.write_bytes(plan)
     tmp.replace(paths.plan)
     sidecar = {
@@ -221,7 +235,7 @@ def write_engine(paths: EnginePaths, spec: EngineSpec, plan: bytes, extra: dict[
         "plan_sha256": hashlib.sha256(plan).hexdigest(),
         **(extra or {}),
     }
-    tmp_side = paths.sidecar.with_name(paths.sidecar.name + ".partial")
+    tmp_side = partial_path(paths.sidecar)
     tmp_side.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     tmp_side.replace(paths.sidecar)
 
@@ -264,6 +278,7 @@ class BuildOptions:
     workspace_mib: int = 4096
     timing_cache: Path | None = None
     targets: tuple[str, ...] = ()  # RTX compute capabilities; () = default_targets()
+    device: int = 0  # CUDA device the engine is built for (and, for TensorRT, on)
     on_progress: Callable[[str, int, int], None] | None = None  # (phase, step, total)
     notify: Notify = field(default=lambda msg: None)
 
@@ -316,7 +331,7 @@ def build_serialized(
     inputs = tuple(_io(network.get_input(i)) for i in range(network.num_inputs))
     outputs = tuple(_io(network.get_output(i)) for i in range(network.num_outputs))
     config: trt.IBuilderConfig = builder.create_builder_config()
-    flavour.configure(config, spec.targets, spec.workspace_mib)
+    flavour.configure(config, spec.targets, spec.workspace_mib, spec.precision)
     profile: trt.IOptimizationProfile = builder.create_optimization_profile()
     lo, opt, hi = spec.profile.tensor_shapes(spec.io)
     profile.set_shape(inputs[0].name, module.Dims(list(lo)), module.Dims(list(opt)), module.Dims(list(hi)))
@@ -335,7 +350,9 @@ def build_serialized(
         raise fail(f"TensorRT {flavour.name} {flavour.version} failed to build the engine")
     if cache is not None and options.timing_cache is not None:
         options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        options.timing_cache.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        tmp = partial_path(options.timing_cache)  # other processes may be building other engines beside it
+        tmp.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        tmp.replace(options.timing_cache)
     del monitor
     return BuildResult(bytes(memoryview(serialized)), inputs, outputs, time.perf_counter() - started)
 
@@ -343,13 +360,13 @@ def build_serialized(
 def make_spec(
     flavour: Flavour, onnx_path: Path, precision: str, profile: ShapeProfile, io: str, options: BuildOptions
 ) -> EngineSpec:
-    targets = options.targets or flavour.default_targets()
+    targets = options.targets or flavour.default_targets(options.device)
     if flavour.is_rtx:
         gpu_name = "ahead-of-time"
     else:
         from srgan_deploy.gpu.cuda_rt import device_properties
 
-        gpu_name = device_properties(0).name
+        gpu_name = device_properties(options.device).name
     return EngineSpec(
         onnx_sha256=file_sha256(onnx_path),
         flavour=flavour.name,
@@ -376,15 +393,17 @@ def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
     return onnx_path
 
 
-def can_deserialize(flavour: Flavour, plan: Path) -> bool | None:
-    """True/False where a GPU can tell; None where it cannot (an RTX build machine without a driver)."""
-    from srgan_deploy.gpu.cuda_rt import device_count
+def can_deserialize(flavour: Flavour, plan: Path, device: int = 0) -> bool | None:
+    """True/False where GPU ``device`` can tell; None where it cannot (an RTX build machine without a driver).
+    The device is made current here: deserializing happens on the current device, which is per thread."""
+    from srgan_deploy.gpu.cuda_rt import device_count, set_device
 
     try:
-        if device_count() == 0:
+        if device_count() <= device:
             return None
     except (BackendUnavailableError, EngineError):
         return None
+    set_device(device)
     logger = make_logger(flavour.module)
     runtime = flavour.module.Runtime(logger)
     return runtime.deserialize_cuda_engine(plan.read_bytes()) is not None
@@ -404,20 +423,55 @@ def get_engine(
     """The engine plan for these settings: from the cache when valid, else built now. Returns (plan, spec, built).
 
     ``check_deserialize=False`` trusts a cached plan whose sidecar matches; the runtime passes it because
-    it deserializes the plan right after anyway (and says to rebuild if that fails), so it is not done twice."""
+    it deserializes the plan right after anyway (and says to rebuild if that fails), so it is not done twice.
+
+    Check, build and write run under a lock file per engine: N processes (``--workers N``) that all miss
+    the cache build it once; the others wait and then take the plan from the cache."""
     options = options or BuildOptions()
     profile = profile or ShapeProfile.parse(None, None, None)
     flav = Flavour.load(flavour)
     spec = make_spec(flav, onnx_path, precision, profile, io, options)
     paths = EnginePaths.for_spec(engine_dir, spec, name)
-    usable, reason = cache_status(paths, spec)
-    if usable:
-        if not check_deserialize or can_deserialize(flav, paths.plan) is not False:
+    cached = _cached(flav, paths, spec, check_deserialize, options.device)
+    if cached is None:
+        return paths.plan, spec, False
+    lock = paths.plan.with_suffix(".lock")
+    with file_lock(lock, lambda: options.notify(f"waiting for another process building {paths.plan.name}")):
+        reason = _cached(flav, paths, spec, check_deserialize, options.device)  # it may have built it meanwhile
+        if reason is None:
             return paths.plan, spec, False
-        reason = f"{paths.plan.name} could not be deserialized by TensorRT {spec.tensorrt_version}"
-    options.notify(f"building {flavour} engine for {', '.join(spec.targets)}: {reason}")
-    if options.timing_cache is None and not flav.is_rtx:
-        options.timing_cache = engine_dir / f"timing-{spec.gpu_name.replace(' ', '_')}-{spec.tensorrt_version}.cache"
+        _build(flav, onnx_path, engine_dir, spec, paths, options, reason)
+    return paths.plan, spec, True
+
+
+def _cached(flav: Flavour, paths: EnginePaths, spec: EngineSpec, check_deserialize: bool, device: int) -> str | None:
+    """None when the cached plan can be used, else why it must be built."""
+    usable, reason = cache_status(paths, spec)
+    if not usable:
+        return reason
+    if not check_deserialize or can_deserialize(flav, paths.plan, device) is not False:
+        return None
+    return f"{paths.plan.name} could not be deserialized by TensorRT {spec.tensorrt_version}"
+
+
+def _build(
+    flav: Flavour,
+    onnx_path: Path,
+    engine_dir: Path,
+    spec: EngineSpec,
+    paths: EnginePaths,
+    options: BuildOptions,
+    reason: str,
+) -> None:
+    options.notify(f"building {flav.name} engine for {', '.join(spec.targets)}: {reason}")
+    if not flav.is_rtx:
+        # TensorRT builds on the current device, which is per thread: make it the one the engine is for
+        from srgan_deploy.gpu.cuda_rt import set_device
+
+        set_device(options.device)
+        if options.timing_cache is None:
+            gpu = spec.gpu_name.replace(" ", "_")
+            options.timing_cache = engine_dir / f"timing-{gpu}-{spec.tensorrt_version}.cache"
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
     result = build_serialized(flav, source, spec, options, paths.log)
     meta = read_onnx_metadata(onnx_path)
@@ -433,4 +487,3 @@ def get_engine(
         "outputs": [asdict(t) for t in result.outputs],
     }
     write_engine(paths, spec, result.plan, extra)
-    return paths.plan, spec, True

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 RTX_INSTALL = (
     "pip install --no-deps tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings (or pip install 'srgan-deploy[rtx]')"
 )
-TRT_INSTALL = "on a machine with an NVIDIA GPU run pip install 'srgan-deploy[gpu]' (tensorrt, cuda-python)"
+# TensorRT-RTX 1.x's ahead-of-time targets: Turing to Blackwell consumer/workstation parts; no Volta (SM70),
+# no Hopper (SM90), no datacenter Blackwell (SM100). Here, beside the runtime, not in the export stage: the
+# backend choice needs it too (``auto`` must not pick RTX on a GPU it cannot run on).
+RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
+TRT_INSTALL = (
+    "on a machine with an NVIDIA GPU run pip install 'srgan-deploy[gpu-cu13]' (drivers >= 580, CUDA 13) "
+    "or 'srgan-deploy[gpu-cu12]' (older drivers, CUDA 12)"
+)
 
 
 def import_flavour_module(flavour: str) -> Any:
@@ -101,3 +108,8 @@ def flavour_status(flavour: str) -> tuple[bool, str]:
     except BackendUnavailableError as exc:
         return False, str(exc)
     return True, f"{module.__name__} {module.__version__}"
+
+
+def sm_name(compute_capability: str) -> str:
+    """Compute capability "8.9" as RTX's ``ComputeCapability`` member spells it: "SM89"."""
+    return f"SM{compute_capability.replace('.', '')}"

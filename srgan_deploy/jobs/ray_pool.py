@@ -47,7 +47,11 @@ class SegmentWorker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         from srgan_deploy.backends.registry import create
+        from srgan_deploy.jobs.workers import on_gpu, ray_gpu_index
 
+        index = ray_gpu_index(import_ray().get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if index is not None:  # a GPU actor: its GPU is numbered as this process sees it, not as the coordinator did
+            spec = on_gpu(spec, index)
         self.notes: list[str] = []
         self.frames = 0
         self.backend = create(spec.choice, spec.source, notify=self.notes.append)

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from srgan_deploy.backends.registry import Choice
 from srgan_deploy.errors import ConfigError, SrganDeployError
 from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
 from srgan_deploy.jobs.render import SegmentTask, render_segment
-from srgan_deploy.sources import ModelSource
+from srgan_deploy.sources import EnginePlan, ModelSource
 
 MAX_ATTEMPTS = 3  # a segment whose worker died is given to another worker at most this many times in all
 PROGRESS_EVERY_S = 0.25
@@ -77,6 +77,60 @@ def worker_specs(
             options = dataclasses.replace(options, memory_budget=max(1, default_budget() // workers))
         specs.append(WorkerSpec(Choice(choice.name, options, choice.reason), source))
     return specs
+
+
+def with_built_engines(specs: list[WorkerSpec], notify: Callable[[str], None]) -> list[WorkerSpec]:
+    """The specs with each TensorRT engine resolved here, once per distinct option set, and handed to the
+    workers as a plan: N workers that each missed the engine cache would each build the same engine (the
+    cache's lock only makes them take turns), minutes of GPU time each; from a plan they only load it.
+
+    Built for each worker's own GPU (the options carry the device). The coordinator keeps the CUDA
+    context that building made until it exits."""
+    from srgan_deploy import sources
+    from srgan_deploy.cache import cache_dir
+
+    plans: dict[TensorRTOptions, EnginePlan] = {}
+    out: list[WorkerSpec] = []
+    for spec in specs:
+        options = spec.choice.options
+        if not isinstance(options, TensorRTOptions) or isinstance(spec.source, EnginePlan):
+            out.append(spec)
+            continue
+        if options not in plans:
+            root = cache_dir(options.cache_dir)
+            load = sources.engine_loader(spec.source, options, spec.choice.name, root, notify)
+            plans[options] = EnginePlan(load().path)
+        out.append(dataclasses.replace(spec, source=plans[options]))
+    return out
+
+
+def ray_gpu_index(gpu_ids: Sequence[int | str], visible: str | None) -> int | None:
+    """The CUDA device index, as this process numbers them, of the GPU Ray gave this actor; None without one.
+
+    Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU(s), so inside the actor its one GPU is device 0 whatever
+    ``--device cuda:N`` the coordinator was given; asking for N there fails, or runs on another actor's GPU.
+    Where Ray leaves CUDA_VISIBLE_DEVICES alone (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES), its ID is
+    looked up in the variable, or is the index itself when the variable is unset."""
+    if not gpu_ids:
+        return None
+    wanted = str(gpu_ids[0]).strip()
+    if visible is not None and visible.strip():
+        listed = [item.strip() for item in visible.split(",")]
+        if wanted in listed:
+            return listed.index(wanted)
+    return int(wanted) if wanted.isdigit() else 0
+
+
+def on_gpu(spec: WorkerSpec, index: int) -> WorkerSpec:
+    """``spec`` with its GPU backend told to use device ``index`` (CPU backends are left as they are)."""
+    options: Any = spec.choice.options
+    if isinstance(options, TensorRTOptions):
+        options = dataclasses.replace(options, device=index)
+    elif str(getattr(options, "device", "cpu")).startswith("cuda"):
+        options = dataclasses.replace(options, device=f"cuda:{index}")
+    else:
+        return spec
+    return WorkerSpec(Choice(spec.choice.name, options, spec.choice.reason), spec.source)
 
 
 class Retries:
@@ -220,6 +274,7 @@ class ProcessPool:
         from multiprocessing.connection import wait
 
         ctx = mp.get_context("spawn")
+        specs = with_built_engines(self.specs, lambda m: on_event(Note(m, warning=False)))
         pending: deque[SegmentTask] = deque(tasks)
         retries = Retries(pending, on_event)
         workers: dict[int, _Worker] = {}
@@ -233,7 +288,7 @@ class ProcessPool:
             event_r, event_w = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=worker_main,
-                args=(wid, self.specs[wid % len(self.specs)], task_r, event_w, os.getpid()),
+                args=(wid, specs[wid % len(specs)], task_r, event_w, os.getpid()),
                 name=f"srgan-worker-{wid}",
                 daemon=True,
             )
