@@ -1,7 +1,10 @@
 """onnxruntime backend: the CPU fast path, and a CUDA/TensorRT path through its execution providers.
 
 It runs the uint8-I/O ONNX graph, so conversion to and from float happens inside
-the graph (fused by ORT) and never on the Python side.
+the graph (fused by ORT) and never on the Python side. On the TensorRT provider every call
+must fit the explicit shape profile it is given (an input outside it is an error, not a
+rebuild): batches are split to its max batch, frames below its minimum are padded, and
+tiles are clamped into it, as the TensorRT backend does for its own engines.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from srgan_deploy.artifacts import OnnxModel
+from srgan_deploy.artifacts import OnnxModel, ShapeProfile
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
-from srgan_deploy.errors import BackendUnavailableError, ExportError, ShapeError
+from srgan_deploy.errors import BackendUnavailableError, ExportError, OutputError, ShapeError
 from srgan_deploy.sources import OnnxLoader
 
 
@@ -25,6 +28,11 @@ def physical_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# The profile onnxruntime's TensorRT provider gets: the one our own engines default to, so a new frame or
+# tile size inside it does not make the provider build another engine in the middle of a video.
+TRT_PROFILE = ShapeProfile.parse(None, None, None)
 
 
 class OnnxRuntimeBackend(Backend[OrtOptions]):
@@ -38,6 +46,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         self.graph_rewrites = 0
         self.on_gpu = False
         self.onnx: OnnxModel | None = None
+        self.provider = ""  # the execution provider that actually took the graph
+        self.trt_profile: ShapeProfile | None = None  # the TensorRT provider's profile, when that provider runs
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -65,10 +75,16 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             # onnxruntime builds and caches its own TensorRT engines for the graph (or the parts of it
             # TensorRT takes); CUDA then CPU run whatever is left. The explicit profile is the one our own
             # engines use, so a new frame or tile size inside it does not rebuild an engine mid-video.
-            from srgan_deploy.artifacts import ShapeProfile
-
-            lo, opt, hi = ShapeProfile.parse(None, None, None).tensor_shapes("uint8")
+            lo, opt, hi = TRT_PROFILE.tensor_shapes("uint8")
             root = cache_dir(self.options.cache_dir) / "ort-tensorrt"
+            # the provider creates only the last folder of the path (its create_directory is not recursive)
+            # and, when that fails, onnxruntime quietly runs the graph on CUDA instead: make every level
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot create onnxruntime's TensorRT cache {root}: {exc.strerror}; set SRGAN_DEPLOY_CACHE to a writable folder"
+                ) from exc
             providers.append(
                 (
                     "TensorrtExecutionProvider",
@@ -117,8 +133,18 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             self.session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
         except Exception as exc:
             raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
-        self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
-        self.device_label = "cuda" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
+        loaded = str(self.session.get_providers()[0])
+        asked = self.providers[0] if isinstance(self.providers[0], str) else self.providers[0][0]
+        self.provider = loaded
+        self.on_gpu = loaded != "CPUExecutionProvider"
+        self.trt_profile = TRT_PROFILE if loaded == "TensorrtExecutionProvider" else None
+        short = loaded.replace("ExecutionProvider", "")
+        self.device_label = f"cuda:{self.device_index} {short}" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
+        if loaded != asked:
+            self.notify(
+                f"onnxruntime asked for {asked.replace('ExecutionProvider', '')} but runs on {short} "
+                "(that provider failed to load; onnxruntime's log says why)"
+            )
         self._model = self.onnx.config
 
     @staticmethod
@@ -132,7 +158,45 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         count = prelu_as_batchnorm(proto)
         return proto.SerializeToString(), count
 
+    def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
+        """The memory plan's tile (or the user's --tile), clamped into the TensorRT provider's profile on
+        each axis: at most its max (a larger tile is an error there), at least its min (a smaller one
+        would only be padded up again). Frames larger than the profile are tiled even when memory allows."""
+        tile = super()._tile_size(height, width)
+        profile = self.trt_profile
+        if profile is None:
+            return tile
+        (_, min_h, min_w), (_, max_h, max_w) = profile.min, profile.max
+        if tile is None:
+            if height <= max_h and width <= max_w:
+                return None
+            tile = (height, width)
+        th, tw = (tile, tile) if isinstance(tile, int) else tile
+        return (max(min_h, min(th, max_h)), max(min_w, min(tw, max_w)))
+
     def _infer(self, frames: np.ndarray) -> np.ndarray:
+        profile = self.trt_profile
+        if profile is None:
+            return self._run(frames)
+        n, h, w, _ = frames.shape
+        (min_n, min_h, min_w), (max_n, max_h, max_w) = profile.min, profile.max
+        if h > max_h or w > max_w:
+            raise ShapeError(
+                f"a {w}x{h} input is larger than onnxruntime's TensorRT profile {profile.to_list()}; use --tile"
+            )
+        if h < min_h or w < min_w:
+            # below the profile: pad with edge pixels to its minimum, upscale, crop the answer back
+            padded = np.pad(frames, ((0, 0), (0, max(0, min_h - h)), (0, max(0, min_w - w)), (0, 0)), mode="edge")
+            s = self.scale
+            return np.ascontiguousarray(self._infer(padded)[:, : h * s, : w * s])
+        if n < min_n:  # a profile whose batch starts above 1: pad with copies of the last frame
+            padded = np.concatenate([frames, np.repeat(frames[-1:], min_n - n, axis=0)])
+            return self._infer(padded)[:n]
+        if n > max_n:
+            return np.concatenate([self._infer(frames[i : i + max_n]) for i in range(0, n, max_n)])
+        return self._run(frames)
+
+    def _run(self, frames: np.ndarray) -> np.ndarray:
         try:
             if self.on_gpu:
                 binding = self.session.io_binding()
@@ -150,3 +214,5 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         self.graph_rewrites = 0
         self.on_gpu = False
         self.onnx = None
+        self.provider = ""
+        self.trt_profile = None
