@@ -399,7 +399,7 @@ def export(
         str, typer.Option("--io", help="uint8 (NHWC bytes in/out, for video) | float32 (NCHW [0,1])")
     ] = "uint8",
     min_shape: Annotated[
-        str | None, typer.Option("--min-shape", help="Engine profile minimum, NxCxHxW (default 1x3x64x64).")
+        str | None, typer.Option("--min-shape", help="Engine profile minimum, NxCxHxW (default 1x3x8x8).")
     ] = None,
     opt_shape: Annotated[
         str | None, typer.Option("--opt-shape", help="Shape TensorRT tunes for (default 1x3x270x480).")
@@ -928,7 +928,14 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Folder of HR training images (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, generator.safetensors, log.jsonl.")],
     phase: Annotated[
-        str | None, typer.Option("--phase", help="srresnet (pixel loss) or srgan (VGG content + adversarial).")
+        str | None, typer.Option("--phase", help="srresnet (pixel loss) or srgan (content + adversarial).")
+    ] = None,
+    content: Annotated[
+        str | None,
+        typer.Option(
+            "--content",
+            help="srgan-phase content loss: mse (the paper's SRGAN-MSE, no VGG weights), vgg22 or vgg54 (need --vgg-weights).",
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Total optimizer steps.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Per-process batch size.")] = None,
@@ -960,9 +967,15 @@ def train(
         Path | None, typer.Option("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth (or .safetensors).")
     ] = None,
     vgg_layer: Annotated[
-        str | None, typer.Option("--vgg-layer", help="Content-loss layer: relu5_4 = paper's VGG54.")
+        str | None, typer.Option("--vgg-layer", help="Override the VGG content layer (e.g. relu3_4).")
     ] = None,
-    adv_weight: Annotated[float | None, typer.Option("--adv-weight")] = None,
+    adv_weight: Annotated[
+        float | None, typer.Option("--adv-weight", help="Adversarial loss weight (paper: 1e-3).")
+    ] = None,
+    d_lr: Annotated[float | None, typer.Option("--d-lr", help="Discriminator learning rate (default: --lr).")] = None,
+    d_dropout: Annotated[
+        float | None, typer.Option("--d-dropout", help="Dropout before the discriminator's last dense layer.")
+    ] = None,
     pixel_weight: Annotated[
         float | None, typer.Option("--pixel-weight", help="Extra pixel-MSE weight in the srgan phase (seed's option).")
     ] = None,
@@ -1008,8 +1021,11 @@ def train(
         val_every=val_every,
         init=init,
         vgg_weights=vgg_weights,
+        content=content,
         vgg_layer=vgg_layer,
         adv_weight=adv_weight,
+        d_lr=d_lr,
+        d_dropout=d_dropout,
         pixel_weight=pixel_weight,
         loss=loss,
         ema=ema,

@@ -37,7 +37,7 @@ def test_no_device_is_zero_not_an_error() -> None:
 @pytest.mark.parametrize(
     "make, call",
     [
-        (lambda: cuda_rt.device_properties(0), "cudaSetDevice"),
+        (lambda: cuda_rt.device_properties(0), "cudaGetDeviceProperties"),
         (cuda_rt.Stream, "cudaStreamCreateWithFlags"),
         (cuda_rt.Event, "cudaEventCreateWithFlags"),
         (lambda: cuda_rt.PinnedBuffer(64), "cudaMallocHost"),

@@ -115,9 +115,9 @@ def test_profile_rules() -> None:
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         ShapeProfile.parse("1x3x300x300", "1x3x270x480", None)
     p = ShapeProfile.parse(None, None, None)
-    assert p.min == (1, 64, 64) and p.opt == (1, 270, 480) and p.max == (1, 540, 960)
+    assert p.min == (1, 8, 8) and p.opt == (1, 270, 480) and p.max == (1, 540, 960)
     assert p.tensor_shapes("uint8")[2] == (1, 540, 960, 3)
-    assert p.tensor_shapes("float32")[0] == (1, 3, 64, 64)
+    assert p.tensor_shapes("float32")[0] == (1, 3, 8, 8)
     assert p.accepts(1, 270, 480) and not p.accepts(1, 2000, 480)
 
 

@@ -150,6 +150,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     )
     monkeypatch.setattr(inflight, "CudaSlot", FakeSlot)
     monkeypatch.setattr(cuda_rt, "set_device", lambda device: None)
+    monkeypatch.setattr(cuda_rt, "memory_info", lambda: (8 << 30, 8 << 30))
     monkeypatch.setattr(inflight, "TensorRTCompute", lambda context, *a: context)
     monkeypatch.setattr(
         cuda_rt,

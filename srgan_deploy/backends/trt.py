@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     import tensorrt_rtx_bindings as rtx
 
 
+def import_rtx_module() -> Any:
+    from srgan_deploy.gpu.trt_runtime import import_flavour_module
+
+    return import_flavour_module("tensorrt-rtx")
+
+
 def cuda_device_count() -> int:
     from srgan_deploy.gpu.cuda_rt import device_count
 
@@ -46,6 +52,7 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self.engine: Any = None
         self._runtime: Any = None
         self._logger: Any = None
+        self._log_mark = 0
         self.pipeline: SlotPipeline | None = None
 
     @classmethod
@@ -84,7 +91,7 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self._prepare(artifact)
         module = import_flavour_module(self.flavour)
         self._logger = make_logger(module)
-        mark = self._logger.mark()
+        mark = self._log_mark = self._logger.mark()
         self._runtime = module.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(artifact.path.read_bytes())
         if engine is None:
@@ -105,38 +112,79 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self.engine = engine
         self.artifact = artifact
         self._model = artifact.config
-        use_graphs = artifact.profile.is_static
+        use_graphs = artifact.profile.is_static and self._own_graphs
+        count = self._slot_count(engine, artifact)
         slots: list[Any] = []
         try:
-            for _ in range(self.options.slots):
+            for _ in range(count):
+                context, keep = self._context(engine)
                 compute = TensorRTCompute(
-                    self._context(engine), "input", "output", use_graphs, self._notify, artifact.config.scale
+                    context, "input", "output", use_graphs, self._notify, artifact.config.scale, self._said, keep
                 )
                 slots.append(CudaSlot(compute, artifact.profile.max, artifact.config.scale))
         except BaseException:
             close_all(slots)  # a partly built slot list frees what it has; the original error stays first
             raise
         self.pipeline = SlotPipeline(slots)
-        self.device_label = f"cuda {artifact.precision}"
+        self.device_label = f"cuda:{self.options.device} {artifact.precision}"
+
+    # TensorRT-RTX captures CUDA graphs itself (its runtime config's strategy); TensorRT leaves it to us
+    _own_graphs: ClassVar[bool] = True
+
+    def _said(self) -> str:
+        """TensorRT's last error line since open, as " (TensorRT: ...)", or ""."""
+        if self._logger is None:
+            return ""
+        errors = self._logger.errors_since(self._log_mark)
+        return f" (TensorRT: {errors[-1].strip()})" if errors else ""
+
+    def _slot_count(self, engine: Any, artifact: EngineArtifact) -> int:
+        """Slots that fit the GPU: each holds an execution context (activations for the profile's max shape,
+        allocated when it is made) and its input/output buffers. Fewer than asked is said; none is an error
+        that names the fix, before TensorRT fails with an allocation error."""
+        from srgan_deploy.gpu.cuda_rt import memory_info
+
+        b, h, w = artifact.profile.max
+        s = artifact.config.scale
+        per_slot = self._context_bytes(engine) + b * h * w * 3 * (1 + s * s)
+        free, _ = memory_info()
+        budget = min(free, self.options.memory_budget) if self.options.memory_budget else free
+        usable = int(budget * 0.9)  # headroom for TensorRT's own allocations and the CUDA context
+        fit = usable // max(per_slot, 1)
+        wanted = self.options.slots
+        if fit < 1:
+            raise EngineError(
+                f"one slot of this engine needs {per_slot / 2**20:.0f} MiB of GPU memory (profile max {b}x{h}x{w}), "
+                f"{budget / 2**20:.0f} MiB are available on cuda:{self.options.device}; rebuild with a smaller "
+                "--max-shape (frames larger than the profile are tiled)"
+            )
+        if fit < wanted:
+            self._notify(f"GPU memory holds {fit} of {wanted} slots at {per_slot / 2**20:.0f} MiB each; running {fit}")
+        return int(min(wanted, fit))
+
+    @staticmethod
+    def _context_bytes(engine: Any) -> int:
+        size: Any = getattr(engine, "device_memory_size_v2", None)
+        if size is None:
+            size = getattr(engine, "device_memory_size", 0)
+        return int(size or 0)
 
     @property
     def device_memory_per_context(self) -> int:
         """Bytes of activations each execution context allocates (one per slot): what the profile's max
         shape costs on the GPU, reported by bench so a too-large profile is visible before it fails."""
         self._require_open()
-        size: Any = getattr(self.engine, "device_memory_size_v2", None)
-        if size is None:
-            size = getattr(self.engine, "device_memory_size", 0)
-        return int(size or 0)
+        return self._context_bytes(self.engine)
 
     def _prepare(self, artifact: EngineArtifact) -> None:
         """Flavour hook: runs once the plan is known, before execution contexts are made."""
 
-    def _context(self, engine: Any) -> Any:
+    def _context(self, engine: Any) -> tuple[Any, Any]:
+        """An execution context, and what must live as long as it (nothing, for TensorRT)."""
         context = engine.create_execution_context()
         if context is None:
-            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        return context
+            raise EngineError(f"TensorRT could not create an execution context{self._said()}")
+        return context, None
 
     @staticmethod
     def _notify(message: str) -> None:
@@ -145,36 +193,61 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         print(f"srgan-deploy: {message}", file=sys.stderr)
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
+        """Tiles follow the engine's profile, not the host's memory budget: a context's GPU memory is
+        allocated for the profile's max shape when it is made, so a frame that fits the profile costs
+        nothing more whole, and cutting it would only add overlap work. A frame larger than the profile
+        is cut into tiles of at most its max (per axis); a --tile is clamped into [min, max] per axis."""
         profile = self.profile
-        if profile.is_static:
-            if height <= profile.max[1] and width <= profile.max[2]:
-                return None  # one tile or less: _infer pads it to the engine's shape
-            return (min(height, profile.max[1]), min(width, profile.max[2]))
-        tile = super()._tile_size(height, width)
-        max_h, max_w = profile.max[1], profile.max[2]
-        if isinstance(tile, int):
-            tile = (min(tile, max_h), min(tile, max_w))
-        if tile is None and (height > max_h or width > max_w):
-            # clamp each axis to the profile: a 1080x1920 profile tiles with 1080x1920, not 1080x1080
-            tile = (min(height, max_h), min(width, max_w))
-        return tile
+        (_, min_h, min_w), (_, max_h, max_w) = profile.min, profile.max
+        tile = self.options.tile
+        if tile is None:
+            if height <= max_h and width <= max_w:
+                return None  # one call; _infer pads a frame below the profile's minimum
+            th, tw = min(height, max_h), min(width, max_w)
+        else:
+            if height <= tile and width <= tile and height <= max_h and width <= max_w:
+                return None
+            th = max(min(tile, height, max_h), min(min_h, height))
+            tw = max(min(tile, width, max_w), min(min_w, width))
+        if (th, tw) == (height, width):
+            return None
+        need = 2 * self.overlap + 1
+        for edge, size, limit, axis in ((th, height, max_h, "height"), (tw, width, max_w, "width")):
+            if edge < size and edge <= need:
+                raise ShapeError(
+                    f"the engine's profile allows a {axis} of at most {limit}, too small to tile a {width}x{height} "
+                    f"frame with this model's {self.overlap}px overlap; rebuild with a larger --max-shape"
+                )
+        return (th, tw)
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
+        """Frames within the profile's max: padded up to its minimum (edges repeated, cropped off after),
+        batches cut to its max batch and short ones padded up to its min batch."""
+        from srgan_deploy.gpu.cuda_rt import set_device
         from srgan_deploy.gpu.inflight import split_batches
 
-        _, h, w, _ = frames.shape
+        set_device(self.options.device)  # the current device is per thread: this may not be open()'s thread
+        n, h, w, _ = frames.shape
         profile = self.profile
-        min_h, min_w = profile.min[1], profile.min[2]
-        if h < min_h or w < min_w:
-            # smaller than the profile allows: pad (edge pixels) to its minimum, upscale, crop back
-            padded = np.pad(frames, ((0, 0), (0, max(0, min_h - h)), (0, max(0, min_w - w)), (0, 0)), mode="edge")
-            s = self.scale
-            return np.ascontiguousarray(self._infer(padded)[:, : h * s, : w * s])
-        if not profile.accepts(1, h, w):
+        (min_b, min_h, min_w), (max_b, max_h, max_w) = profile.min, profile.max
+        if h > max_h or w > max_w:
             raise ShapeError(f"frame {w}x{h} is outside the engine profile {profile.to_list()}; use --tile")
+        pad_h, pad_w = max(0, min_h - h), max(0, min_w - w)
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        pieces, counts = [], []
+        for piece in split_batches(frames, max_b):
+            counts.append(len(piece))
+            if len(piece) < min_b:
+                piece = np.concatenate([piece, np.repeat(piece[-1:], min_b - len(piece), axis=0)])
+            pieces.append(np.ascontiguousarray(piece))
         assert self.pipeline is not None
-        parts = list(self.pipeline.run(split_batches(frames, profile.max[0])))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        parts = [out[:k] for out, k in zip(self.pipeline.run(pieces), counts, strict=True)]
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if pad_h or pad_w or len(out) != n:
+            s = self.scale
+            out = np.ascontiguousarray(out[:n, : h * s, : w * s])
+        return out
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Keep K batches in flight across calls; frames that need tiling go one by one."""
@@ -184,9 +257,12 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         if first is None:
             return
         first = check_frames(first)
+        from srgan_deploy.gpu.cuda_rt import set_device
+
+        set_device(self.options.device)  # per thread: the caller's thread may not be open()'s
         profile = self.profile
-        whole = first.shape[1:3]
-        fits = profile.accepts(1, int(whole[0]), int(whole[1])) and self._tile_size(*whole) is None
+        h, w = int(first.shape[1]), int(first.shape[2])
+        fits = profile.min[0] == 1 and profile.accepts(1, h, w) and self._tile_size(h, w) is None
         if not fits:  # tiling or padding: frames go one call at a time
             yield from self._one_by_one(first, it)
             return
@@ -197,11 +273,15 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         yield from run_split(self.pipeline, itertools.chain([first], (check_frames(b) for b in it)), profile.max[0])
 
     def _close(self) -> None:
+        from srgan_deploy.gpu.cuda_rt import set_device
+
+        set_device(self.options.device)
         if self.pipeline is not None:
             self.pipeline.close()
 
     def _release(self) -> None:
         self.pipeline = None
+        self._log_mark = 0
         self.engine = None
         self.artifact = None
         self._runtime = None
@@ -230,9 +310,19 @@ class TensorRTRtxBackend(TensorRTBackend):
     def _prepare(self, artifact: EngineArtifact) -> None:
         self._runtime_cache_path = self.runtime_cache_path(artifact)
 
-    def _context(self, engine: rtx.ICudaEngine) -> rtx.IExecutionContext:
-        """An execution context whose JIT-compiled kernels go to (and come from) the runtime cache."""
+    _own_graphs: ClassVar[bool] = False
+
+    def _context(self, engine: rtx.ICudaEngine) -> tuple[rtx.IExecutionContext, rtx.IRuntimeConfig]:
+        """An execution context whose JIT-compiled kernels go to (and come from) the runtime cache, and
+        its runtime config, which must outlive it (TensorRT-RTX keeps only a pointer to it).
+
+        CUDA graphs are the runtime's own job here (whole-graph capture per shape, after the shape's
+        kernels are compiled); capturing around a first, compiling run would fail."""
         config = engine.create_runtime_config()
+        module = import_rtx_module()
+        strategy = getattr(getattr(module, "CudaGraphStrategy", None), "WHOLE_GRAPH_CAPTURE", None)
+        if strategy is not None:
+            config.cuda_graph_strategy = strategy
         if self._runtime_cache is None:
             cache = config.create_runtime_cache()
             path = self._runtime_cache_path
@@ -242,8 +332,8 @@ class TensorRTRtxBackend(TensorRTBackend):
         config.set_runtime_cache(self._runtime_cache)
         context = engine.create_execution_context(config)
         if context is None:
-            raise EngineError("TensorRT-RTX could not create an execution context (out of GPU memory?)")
-        return context
+            raise EngineError(f"TensorRT-RTX could not create an execution context{self._said()}")
+        return context, config
 
     def _close(self) -> None:
         super()._close()

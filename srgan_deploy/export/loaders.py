@@ -13,16 +13,55 @@ from pathlib import Path
 
 from srgan_deploy.artifacts import EngineArtifact, OnnxModel, ShapeProfile
 from srgan_deploy.backends.options import TensorRTOptions
+from srgan_deploy.config import ModelConfig
+
+GPU_SHARE = 0.6  # of the GPU's total memory, what a runtime-built engine's slots may take by default
 
 
-def profile_for(options: TensorRTOptions) -> ShapeProfile:
-    """The optimization profile a runtime-built engine gets: static for --tile, capped for max_shape."""
+def profile_for(
+    options: TensorRTOptions, model: ModelConfig | None = None, gpu_memory: int | None = None
+) -> ShapeProfile:
+    """The optimization profile a runtime-built engine gets: static for --tile, capped for max_shape.
+
+    Otherwise the default profile's max shape shrinks, aspect kept, until every slot's execution context
+    fits the --memory-budget or, without one, 60 % of the GPU's total memory: TensorRT allocates a
+    context's activations for the profile's max shape up front, so memory must shape the profile (larger
+    frames are tiled). Total, not free, memory: the profile is part of the engine cache's key, and free
+    memory changes from run to run."""
     if options.tile is not None:
         return ShapeProfile.static(1, options.tile, options.tile)
     if options.max_shape is not None:
         h, w = options.max_shape
         return ShapeProfile((1, min(16, h), min(16, w)), (1, min(270, h), min(480, w)), (1, h, w))
-    return ShapeProfile.parse(None, None, None)
+    default = ShapeProfile.parse(None, None, None)
+    budgets = [b for b in (options.memory_budget, int(gpu_memory * GPU_SHARE) if gpu_memory else None) if b]
+    if not budgets or model is None:
+        return default
+    from srgan_deploy.memory import TILE_STEP, bytes_per_pixel
+
+    per_pixel = bytes_per_pixel("tensorrt", options.precision, model) * options.slots
+    _, max_h, max_w = default.max
+    ratio = (min(budgets) / (per_pixel * max_h * max_w)) ** 0.5
+    if ratio >= 1.0:
+        return default
+    h = max(default.min[1], int(max_h * ratio) // TILE_STEP * TILE_STEP)
+    w = max(default.min[2], int(max_w * ratio) // TILE_STEP * TILE_STEP)
+    if (h, w) == (max_h, max_w):
+        return default
+    return ShapeProfile(default.min, (1, min(default.opt[1], h), min(default.opt[2], w)), (1, h, w))
+
+
+def gpu_total_memory(device: int) -> int | None:
+    """Total memory of GPU ``device``; None where no GPU can say (building ahead of time)."""
+    from srgan_deploy.errors import BackendUnavailableError, EngineError
+    from srgan_deploy.gpu.cuda_rt import device_count, device_properties
+
+    try:
+        if device_count() <= device:
+            return None
+        return device_properties(device).total_memory
+    except (BackendUnavailableError, EngineError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +115,7 @@ class EngineFromOnnx:
             model.path,
             self.engine_dir,
             self.options.precision,
-            profile_for(self.options),
+            profile_for(self.options, model.config, gpu_total_memory(self.options.device)),
             "uint8",
             # built for (and, for TensorRT, on) the GPU the backend runs on: --device cuda:N, not GPU 0
             BuildOptions(workspace_mib=self.options.workspace_mib, device=self.options.device, notify=self.notify),

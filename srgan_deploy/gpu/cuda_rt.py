@@ -114,9 +114,15 @@ class GpuProperties:
     total_memory: int
 
 
-def device_properties(device: int = 0) -> GpuProperties:
+def current_device() -> int:
     require()
-    check(cudart.cudaSetDevice(device), "cudaSetDevice")
+    return int(check(cudart.cudaGetDevice(), "cudaGetDevice"))
+
+
+def device_properties(device: int = 0) -> GpuProperties:
+    """Name, compute capability and memory of ``device``, without making it current: the current device
+    is per thread and belongs to whoever set it (a query must not move a backend's work to GPU 0)."""
+    require()
     prop = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     raw = prop.name
     name = raw.decode(errors="replace").rstrip("\x00") if isinstance(raw, (bytes, bytearray)) else str(raw)
@@ -149,12 +155,21 @@ class Stream:
             self._stream = None
 
 
+def memory_info() -> tuple[int, int]:
+    """(free, total) bytes of the current device."""
+    require()
+    free, total = check(cudart.cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)
+
+
 class Event:
-    """Completion marker recorded on a stream; timing disabled (cheaper)."""
+    """Completion marker recorded on a stream. Blocking sync: a waiting host thread sleeps instead of
+    spinning a CPU core (which the decoder and encoder threads need); timing disabled (cheaper)."""
 
     def __init__(self) -> None:
         require()
-        self._event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags")
+        flags = cudart.cudaEventBlockingSync | cudart.cudaEventDisableTiming
+        self._event = check(cudart.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
 
     def record(self, stream: Stream) -> None:
         check(cudart.cudaEventRecord(self._event, stream.raw), "cudaEventRecord")
@@ -169,7 +184,10 @@ class Event:
 
 
 class PinnedBuffer:
-    """Page-locked host memory viewed as a flat uint8 numpy array (DMA-able, so copies run async)."""
+    """Page-locked host memory viewed as a flat uint8 numpy array (DMA-able, so copies run async).
+
+    ``array`` is replaced by an empty array on ``free``: a view kept past the free would read memory
+    the allocator may have handed to someone else. Callers copy out of it, never keep it."""
 
     def __init__(self, nbytes: int) -> None:
         require()
@@ -180,6 +198,7 @@ class PinnedBuffer:
 
     def free(self) -> None:
         if self.ptr:
+            self.array = np.empty(0, np.uint8)
             check(cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
             self.ptr = 0
 

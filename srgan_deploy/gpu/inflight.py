@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from srgan_deploy.errors import EngineError, ShapeError
+from srgan_deploy.errors import BackendStateError, EngineError, ShapeError
 
 if TYPE_CHECKING:
     from srgan_deploy.gpu.cuda_rt import Stream
@@ -36,6 +36,9 @@ class Slot(Protocol):
 
 
 class Compute(Protocol):
+    def prepare(self, shape: Shape) -> None:
+        """Check and set the input shape; raises before anything is enqueued for a shape it cannot run."""
+
     def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
         """Enqueue the model on ``stream``: uint8 NHWC at ``in_ptr`` -> uint8 NHWC at ``out_ptr``."""
 
@@ -49,22 +52,27 @@ class SlotPipeline:
         self.slots = slots
 
     def run(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Upscale every batch, keeping up to K in flight; outputs come back in input order."""
+        """Upscale every batch, keeping up to K in flight; outputs come back in input order.
+
+        The oldest batch is collected and the next one started *before* the result is handed to the
+        consumer, so all K slots stay busy while the consumer works (encodes, writes)."""
         pending: deque[Slot] = deque()
         k = len(self.slots)
         try:
             for i, batch in enumerate(batches):
                 slot = self.slots[i % k]
-                if len(pending) == k:
-                    yield pending.popleft().finish()
+                result = pending.popleft().finish() if len(pending) == k else None
                 slot.start(batch)
                 pending.append(slot)
+                if result is not None:
+                    yield result
             while pending:
                 yield pending.popleft().finish()
         finally:
             for slot in pending:  # abandoned by the consumer or an error: let queued work drain
-                # an error here is secondary: the one that stopped the loop is already propagating
-                with contextlib.suppress(EngineError):
+                # an error here is secondary: the one that stopped the loop is already propagating;
+                # a slot closed meanwhile (the backend closed before this generator was collected) is skipped
+                with contextlib.suppress(EngineError, BackendStateError):
                     slot.finish()
 
     def close(self) -> None:
@@ -135,14 +143,19 @@ class CudaSlot:
             close_all(_Step(undo) for undo in reversed(made))
             raise
         self._out_shape: tuple[int, int, int, int] | None = None
+        self._closed = False
 
     def start(self, frames: np.ndarray) -> None:
         from srgan_deploy.gpu.cuda_rt import copy_d2h_async, copy_h2d_async
 
+        if self._closed:
+            raise BackendStateError("this GPU slot is closed; open the backend again")
         n, h, w, _ = frames.shape
         mb, mh, mw = self.max_shape
         if n > mb or h > mh or w > mw:
             raise ShapeError(f"batch {frames.shape} exceeds the slot's buffers {self.max_shape}; use --tile")
+        # the shape is checked before any copy is enqueued: a refused shape leaves nothing queued behind
+        self.compute.prepare((n, h, w))
         in_bytes = frames.nbytes
         self.host_in.array[:in_bytes] = frames.reshape(-1)
         copy_h2d_async(self.dev_in, self.host_in, in_bytes, self.stream)
@@ -153,6 +166,8 @@ class CudaSlot:
         self.event.record(self.stream)
 
     def finish(self) -> np.ndarray:
+        if self._closed:
+            raise BackendStateError("this GPU slot is closed; its buffers are freed")
         self.event.synchronize()
         shape = self._out_shape
         if shape is None:
@@ -163,6 +178,9 @@ class CudaSlot:
 
     def close(self) -> None:
         """Wait for the stream, then free everything; a failing call does not stop the rest."""
+        if self._closed:
+            return
+        self._closed = True
         steps: list[Callable[[], None]] = [
             self.stream.synchronize,
             self.compute.close,
@@ -197,8 +215,12 @@ class TensorRTCompute:
         use_graphs: bool,
         notify: Callable[[str], None],
         scale: int = 0,
+        said: Callable[[], str] | None = None,
+        keep: Any = None,
     ) -> None:
         self.context = context  # made by the backend: how differs between TensorRT and TensorRT-RTX
+        self.said = said or (lambda: "")  # TensorRT's own last error line, for our messages
+        self.keep = keep  # what must outlive the context (TensorRT-RTX: the IRuntimeConfig it was made with)
         self.scale = scale  # checked against the engine's output shape: a wrong one would overrun dev_out
         self.input_name = input_name
         self.output_name = output_name
@@ -211,16 +233,16 @@ class TensorRTCompute:
 
     def _execute(self, stream: Stream) -> None:
         if not self.context.execute_async_v3(stream.handle):
-            raise EngineError("TensorRT execute_async_v3 failed; rerun with --debug for TensorRT's log")
+            raise EngineError(f"TensorRT could not run the engine{self.said()}")
 
-    def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
-        from srgan_deploy.gpu.cuda_rt import Graph
-
+    def prepare(self, shape: Shape) -> None:
         if shape != self._shape:
             b, h, w = shape
             if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
+                self._shape = None
                 raise ShapeError(
-                    f"input {b}x{h}x{w} is outside the engine's profile; rebuild with larger --max-shape or use --tile"
+                    f"input {b}x{h}x{w} is outside the engine's profile{self.said()}; "
+                    "rebuild with a larger --max-shape or use --tile"
                 )
             s = self.scale
             got = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
@@ -230,6 +252,11 @@ class TensorRTCompute:
                     "its sidecar does not match the plan: rebuild it with srgan-deploy export"
                 )
             self._shape = shape
+
+    def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
+        from srgan_deploy.gpu.cuda_rt import Graph
+
+        self.prepare(shape)
         if self._addresses != (in_ptr, out_ptr):
             self.context.set_tensor_address(self.input_name, in_ptr)
             self.context.set_tensor_address(self.output_name, out_ptr)
@@ -239,7 +266,8 @@ class TensorRTCompute:
             self._execute(stream)
             return
         graph = self._graphs.get(shape)
-        if graph is None and shape in self._warm:
+        capturable = getattr(self.context, "is_stream_capturable", None)
+        if graph is None and shape in self._warm and (capturable is None or capturable(stream.handle)):
             try:
                 graph = Graph.capture(stream, lambda: self._execute(stream))
                 self._graphs[shape] = graph
@@ -262,11 +290,15 @@ class TensorRTCompute:
 
     def close(self) -> None:
         self._drop_graphs()
-        self.context = None
+        self.context = None  # the context goes first, then what it needed
+        self.keep = None
 
 
-def cuda_array(ptr: int, shape: tuple[int, ...]) -> Any:
-    """A torch uint8 CUDA tensor viewing raw device memory (via __cuda_array_interface__), no copy."""
+def cuda_array(ptr: int, shape: tuple[int, ...], device: int = 0) -> Any:
+    """A torch uint8 tensor on ``cuda:device`` viewing raw device memory (__cuda_array_interface__), no copy.
+
+    The device is explicit: torch would otherwise take its *current* device, which is per thread and
+    need not be the one that holds ``ptr``."""
     import torch
 
     class _View:
@@ -279,24 +311,35 @@ def cuda_array(ptr: int, shape: tuple[int, ...]) -> Any:
                 "strides": None,
             }
 
-    return torch.as_tensor(_View(), device="cuda")
+    return torch.as_tensor(_View(), device=torch.device("cuda", device))
+
+
+def torch_stream(handle: int, device: int) -> Any:
+    """torch's view of our cuda-python stream, on the device the stream belongs to."""
+    import torch
+
+    return torch.cuda.ExternalStream(handle, device=torch.device("cuda", device))  # type: ignore[no-untyped-call]
 
 
 class TorchCompute:
     """A torch op enqueued on the slot's (external) stream: the GPU-testable stand-in for the engine."""
 
-    def __init__(self, forward: Callable[[Any], Any], scale: int) -> None:
+    def __init__(self, forward: Callable[[Any], Any], scale: int, device: int = 0) -> None:
         self.forward = forward
         self.scale = scale
+        self.device = device
+
+    def prepare(self, shape: Shape) -> None:
+        pass
 
     def enqueue(self, in_ptr: int, out_ptr: int, shape: Shape, stream: Stream) -> None:
         import torch
 
         b, h, w = shape
         s = self.scale
-        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):  # type: ignore[no-untyped-call]
-            inp = cuda_array(in_ptr, (b, h, w, 3))
-            out = cuda_array(out_ptr, (b, h * s, w * s, 3))
+        with torch.cuda.device(self.device), torch.cuda.stream(torch_stream(stream.handle, self.device)):
+            inp = cuda_array(in_ptr, (b, h, w, 3), self.device)
+            out = cuda_array(out_ptr, (b, h * s, w * s, 3), self.device)
             out.copy_(self.forward(inp))
 
     def close(self) -> None:
