@@ -413,3 +413,29 @@ def test_cli_upscale_and_video_run_on_the_standin(gpu: StandinGPU, tiny_weights:
     assert len(decoded) == 6 and decoded[0].shape == (192, 256, 3)
     assert gpu.cudart.kernels > 6
     assert not gpu.errors, gpu.errors
+
+
+# ----------------------------------------------------------------------------- torch on CUDA (the slot path)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda:1"])
+def test_torch_cuda_slots_live_on_the_requested_gpu(
+    gpu: StandinGPU, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, device: str
+) -> None:
+    from tests.standin import install_torch_cuda
+
+    install_torch_cuda(monkeypatch, gpu)
+    frames = frames_of(3, 24, 40)
+    results: list[np.ndarray] = []
+    with make_backend("torch", tiny_weights, device=device, precision="fp32") as backend:
+        out = backend.upscale(frames)
+        # a second thread (as the video pipeline's upscale thread), batches growing past the first
+        worker = threading.Thread(target=lambda: results.extend(backend.upscale_many([frames[:1], frames, frames[1:]])))
+        worker.start()
+        worker.join()
+    ref = reference(tiny_weights, frames)
+    assert int(np.abs(out.astype(int) - ref.astype(int)).max()) <= 1
+    assert [r.shape[0] for r in results] == [1, 3, 2] and np.array_equal(results[1], out)
+    assert gpu.devices_used() == {int(device[-1])}
+    assert gpu.cudart.faults == []
+    gpu.assert_released()

@@ -49,6 +49,7 @@ class TorchBackend(Backend[TorchOptions]):
         self.net: Any = None
         self._pipeline: SlotPipeline | None = None
         self._pipeline_shape: tuple[int, int, int] = (0, 0, 0)
+        self._cuda_index = 0  # the GPU every slot, stream and buffer lives on (cuda:N)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -69,12 +70,30 @@ class TorchBackend(Backend[TorchOptions]):
         if self.device.type == "cpu" and self.options.threads:
             torch.set_num_threads(self.options.threads)
         generator, self.info = self._load()
-        model = DeployGenerator(generator).to(self.device, self.dtype)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.net = model
+            self._cuda_index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.net = self._place(DeployGenerator(generator))
         self._model = self.info.config
         self.device_label = f"{self.device.type} {self.options.precision}"
+
+    def _place(self, model: Any) -> Any:
+        """The network on the backend's device and dtype (channels_last on CUDA, for cuDNN's tensor cores)."""
+        import torch
+
+        model = model.to(self.device, self.dtype)
+        if self.device is not None and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _enter_device(self) -> bool:
+        """Make cuda:N current for cuda-python in this thread (the current device is per thread, and the
+        slots' streams and buffers are made and used on it); False without cuda-python."""
+        from srgan_deploy.gpu.cuda_rt import has_cuda_python, set_device
+
+        if not has_cuda_python():
+            return False
+        set_device(self._cuda_index)
+        return True
 
     @property
     def weights_info(self) -> WeightsInfo:
@@ -107,8 +126,10 @@ class TorchBackend(Backend[TorchOptions]):
 
     def _pipeline_for(self, shape: tuple[int, ...]) -> SlotPipeline | None:
         """The K-slot CUDA pipeline (torch op on each slot's stream), sized for ``shape``; None without cuda-python."""
-        from srgan_deploy.gpu.inflight import CudaSlot, SlotPipeline, TorchCompute
+        from srgan_deploy.gpu.inflight import CudaSlot, SlotPipeline, TorchCompute, close_all
 
+        if not self._enter_device():
+            return None
         n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
         size = self._pipeline_shape
         if self._pipeline is not None and n <= size[0] and h <= size[1] and w <= size[2]:
@@ -118,13 +139,14 @@ class TorchBackend(Backend[TorchOptions]):
             self._pipeline = None
         # grow to the largest batch/frame seen so far, so alternating sizes do not rebuild the slots
         n, h, w = max(n, size[0]), max(h, size[1]), max(w, size[2])
+        slots: list[Any] = []
         try:
-            slots = [
-                CudaSlot(TorchCompute(self.forward_tensor, self.scale), (n, h, w), self.scale)
-                for _ in range(self.options.slots)
-            ]
-        except BackendUnavailableError:
-            return None
+            for _ in range(self.options.slots):
+                compute = TorchCompute(self.forward_tensor, self.scale, self._cuda_index)
+                slots.append(CudaSlot(compute, (n, h, w), self.scale))
+        except BaseException:
+            close_all(slots)  # a half-built slot list frees what it has; the original error stays first
+            raise
         self._pipeline = SlotPipeline(list(slots))
         self._pipeline_shape = (n, h, w)
         return self._pipeline
@@ -144,10 +166,15 @@ class TorchBackend(Backend[TorchOptions]):
         if pipeline is None:
             yield from self._one_by_one(first, it)
             return
-        yield from pipeline.run(itertools.chain([first], (check_frames(b) for b in it)))
+        from srgan_deploy.gpu.inflight import run_split
+
+        # later batches larger than the first are cut into slot-sized pieces (a video's first batch may be short)
+        rest = (check_frames(b) for b in it)
+        yield from run_split(pipeline, itertools.chain([first], rest), self._pipeline_shape[0])
 
     def _close(self) -> None:
         if self._pipeline is not None:
+            self._enter_device()
             self._pipeline.close()
 
     def _release(self) -> None:
@@ -157,3 +184,4 @@ class TorchBackend(Backend[TorchOptions]):
         self.net = None
         self._pipeline = None
         self._pipeline_shape = (0, 0, 0)
+        self._cuda_index = 0

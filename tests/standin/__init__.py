@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.standin.cuda import DeviceSpec, StandinCudart
 from tests.standin.tensorrt import StandinFlavour
 
-__all__ = ["DeviceSpec", "StandinCudart", "StandinFlavour", "StandinGPU", "install"]
+__all__ = ["DeviceSpec", "StandinCudart", "StandinFlavour", "StandinGPU", "install", "install_torch_cuda"]
 
 
 @dataclass
@@ -70,3 +71,72 @@ def install(monkeypatch: pytest.MonkeyPatch, devices: list[DeviceSpec] | None = 
     monkeypatch.setattr(trt_runtime, "import_flavour_module", import_flavour)
     monkeypatch.setattr(export_trt, "import_flavour_module", import_flavour)
     return gpu
+
+
+def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None:
+    """torch's CUDA surface over the stand-in, for the torch backend's CUDA slot path.
+
+    The slot machinery (streams, buffers, devices, events) is the product's own code on the stand-in CUDA;
+    only torch itself is shimmed: ``torch.cuda.device`` sets the stand-in's current device (it calls
+    cudaSetDevice in the real runtime too), a torch op on an external stream is a kernel launch (the stream
+    must belong to the current device; it runs after the stream's earlier work), a ``cuda_array`` view
+    must point at device memory of the device it names, and the network's weights stay on the CPU."""
+    import contextlib
+    from collections.abc import Iterator
+
+    import torch
+
+    import srgan_deploy.gpu.inflight as inflight
+    from srgan_deploy.backends.torch import TorchBackend
+    from tests.standin.cuda import CudaFault
+
+    cudart = gpu.cudart
+
+    @contextlib.contextmanager
+    def device(index: int) -> Iterator[None]:
+        before = cudart.current_device()
+        cudart.cudaSetDevice(int(index))
+        try:
+            yield
+        finally:
+            cudart.cudaSetDevice(before)
+
+    class Stream:
+        def __init__(self, handle: int, device: torch.device) -> None:
+            self.handle, self.device = handle, device
+
+    @contextlib.contextmanager
+    def stream(s: Stream) -> Iterator[None]:
+        with cudart._lock:
+            real = cudart.stream_of(s.handle)
+            if s.device.index != real.device:
+                raise RuntimeError(f"ExternalStream told device {s.device.index}, the stream is on {real.device}")
+            if real.device != cudart.current_device():
+                raise RuntimeError("CUDA error: invalid resource handle (a kernel on another device's stream)")
+            cudart.run_until(real, real.submitted)  # the op runs after what the stream already holds
+        yield
+
+    def cuda_array(ptr: int, shape: tuple[int, ...], device_index: int = 0) -> torch.Tensor:
+        nbytes = int(np.prod(shape))
+        with cudart._lock:
+            try:
+                alloc = cudart.find(ptr, nbytes, "device")
+            except CudaFault as fault:
+                raise RuntimeError(f"CUDA error: an illegal memory access was encountered ({fault.why})") from None
+            if alloc.device != device_index:
+                raise RuntimeError(f"a cuda:{device_index} tensor over memory of device {alloc.device}")
+            view = cudart.view(ptr, nbytes)
+        return torch.frombuffer(view, dtype=torch.uint8).reshape(shape)
+
+    def place(self: TorchBackend, model: Any) -> Any:
+        return model.to(torch.float32)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(cudart.devices))
+    monkeypatch.setattr(torch.cuda, "current_device", cudart.current_device)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: cudart.devices[int(i or 0)].name)
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    monkeypatch.setattr(inflight, "torch_stream", lambda handle, index: Stream(handle, torch.device("cuda", index)))
+    monkeypatch.setattr(inflight, "cuda_array", cuda_array)
+    monkeypatch.setattr(TorchBackend, "_place", place)
