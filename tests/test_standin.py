@@ -439,3 +439,23 @@ def test_torch_cuda_slots_live_on_the_requested_gpu(
     assert gpu.devices_used() == {int(device[-1])}
     assert gpu.cudart.faults == []
     gpu.assert_released()
+
+
+def test_export_with_verification_on_a_gpu_deserializes_the_plan_at_most_twice(
+    gpu: StandinGPU, tiny_weights: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from srgan_deploy.cli import app
+
+    args = ["export", "-w", str(tiny_weights), "-o", str(tmp_path / "out"), "--format", "tensorrt"]
+    env = {"SRGAN_DEPLOY_CACHE": str(tmp_path / "cache")}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "tensorrt vs PyTorch" in result.output, result.output  # the engine ran on the stand-in, compared
+    first = gpu.flavours["tensorrt"].deserialized
+    assert first == 1, "a fresh build is verified once"
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "taken from the cache" in result.output
+    assert gpu.flavours["tensorrt"].deserialized - first <= 2, "cache check + verification, nothing more"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.cache import partial_path
-from srgan_deploy.errors import ConfigError, OutputError, ParityError
+from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
 from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
 from srgan_deploy.export.verify import Parity, check_parity, torch_reference, verify_onnx
@@ -141,7 +141,7 @@ def run_export(
         for parity in report.onnx_parity:
             notify(f"  onnxruntime vs PyTorch {parity.line()}")
     if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import BuildOptions, can_deserialize, get_engine
+        from srgan_deploy.export.tensorrt import BuildOptions, get_engine
 
         if request.precision == "fp16":
             report.fp16 = measure_fp16(info.path, {**stress_images(), "natural": make_input((1, 64, 64), 7)[0]})
@@ -179,9 +179,14 @@ def run_export(
             f"sm {where}, profile {spec.profile.to_list()}, {target.stat().st_size / 1e6:.1f} MB)"
         )
         if request.verify:
-            from srgan_deploy.export.tensorrt import Flavour
+            from srgan_deploy.gpu.cuda_rt import device_count
 
-            if can_deserialize(Flavour.load(flavour), target, request.device) is None:
+            # no extra deserialize to ask "is there a GPU": verify_engine deserializes the plan itself
+            try:
+                gpus = device_count()
+            except (BackendUnavailableError, EngineError):
+                gpus = 0
+            if gpus <= request.device:
                 notify(
                     "  engine not executed: no CUDA GPU here. Checked: NVIDIA's parser and builder accepted the graph; "
                     "parity is checked on first use on a GPU with srgan-deploy bench"

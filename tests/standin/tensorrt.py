@@ -471,6 +471,7 @@ class StandinRuntime:
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> StandinEngine | None:
         data = bytes(serialized_engine)
         flavour = self.flavour
+        flavour.deserialized += 1
         if not data.startswith(MAGIC):
             flavour.log_error("IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magic tag does not match)")
             return None
@@ -514,6 +515,7 @@ class StandinFlavour(types.ModuleType):
         self.parsers: dict[int, StandinParser] = {}
         self.runtimes: list[weakref.ref[StandinRuntime]] = []
         self.errors: list[str] = []
+        self.deserialized = 0  # plans deserialized (each costs seconds on a real GPU)
         self._loggers: list[Any] = []
         self._scales: dict[int, int] = {}
 
