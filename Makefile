@@ -11,7 +11,7 @@ INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 STUBS := tensorrt-stubs==10.13.0.35.1
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint typecheck pytest install install-dev clean
+.PHONY: demo test lint typecheck pytest install install-dev clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +50,11 @@ pytest: install-dev
 
 test: lint typecheck pytest
 
+# On a machine with an NVIDIA GPU (minutes): installs the extra for the driver's CUDA, runs pytest -m gpu,
+# exports, bench and a 1080p video per GPU backend against torch; writes gpu-check.json. Without a GPU it
+# says so in one line and exits 2 (a check that did not run must not look passed).
+gpu-check: install-dev
+	@$(BIN)/python tools/gpu_check.py --json gpu-check.json --work gpu-check-work
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache gpu-check-work
