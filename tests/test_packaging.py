@@ -39,8 +39,7 @@ def test_gpu_extras_pin_one_cuda_major_each_with_upper_bounds() -> None:
 def test_install_hints_name_both_cuda_extras() -> None:
     texts = {p: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "srgan_deploy").rglob("*.py"))]}
     stale = [str(p.relative_to(ROOT)) for p, text in texts.items() if "srgan-deploy[gpu]" in text]
-    # cuda_rt.py's INSTALL_HINT is being rewritten with the stand-in work; `[gpu]` (the CUDA 13 set) still installs
-    assert set(stale) <= {"srgan_deploy/gpu/cuda_rt.py"}, stale
+    assert not stale, stale
     from srgan_deploy.gpu.trt_runtime import TRT_INSTALL
 
     assert "gpu-cu12" in TRT_INSTALL and "gpu-cu13" in TRT_INSTALL

@@ -27,7 +27,9 @@ except ImportError:  # pragma: no cover - depends on the installed cuda-python
     except ImportError:
         cudart = None  # type: ignore[assignment]
 
-INSTALL_HINT = "cuda-python is not installed; pip install 'srgan-deploy[gpu]' (or cuda-python)"
+INSTALL_HINT = (
+    "cuda-python is not installed; pip install 'srgan-deploy[gpu-cu13]' (drivers >= 580) or 'srgan-deploy[gpu-cu12]'"
+)
 
 
 def has_cuda_python() -> bool:
