@@ -129,10 +129,10 @@ def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> No
     def fake(avail: dict[str, bool], ort_cuda: bool = False, cuda: bool = False, gpu: str | None = None) -> str:
         names = ("tensorrt", "tensorrt-rtx", "onnxruntime", "openvino", "torch", "bicubic")
         table = {name: (avail.get(name, False), "x") for name in names}
-        monkeypatch.setattr(registry, "availability", lambda: table)
+        monkeypatch.setattr(registry, "availability", lambda *a: table)
         monkeypatch.setattr(registry, "ort_has_cuda", lambda: ort_cuda)
         monkeypatch.setattr(registry, "torch_has_cuda", lambda: cuda)
-        monkeypatch.setattr(registry, "gpu_name", lambda: gpu)
+        monkeypatch.setattr(registry, "gpu_name", lambda *a: gpu)
         monkeypatch.setattr(registry, "cpu_has_bf16", lambda: True)
         choice = choose("auto", Request())
         device = getattr(choice.options, "device", "cpu")
