@@ -37,6 +37,7 @@ from srgan_deploy.train.vgg import load_vgg
 from srgan_deploy.weights import load_generator, save_generator
 
 WEIGHTS = "generator.safetensors"
+PAPER_MSE_SCALE = 4.0  # MSE on [-1, 1] images = 4 x MSE on [0, 1] (Ledig et al. 2017, section 3.2)
 LOG = "log.jsonl"
 SNAPSHOTS = "snapshots"
 
@@ -315,7 +316,9 @@ class Trainer:
         with self._autocast():
             adv = generator_adversarial_loss(self.d_train(sr).float())
             if self.content is None:  # SRGAN-MSE
-                content = pixel_loss(sr.float(), hr, "mse")
+                # the paper computes this MSE on HR images scaled to [-1, 1] (4x ours on [0, 1]): with the same
+                # 1e-3 adversarial weight, only the same scale keeps the paper's balance of the two terms
+                content = PAPER_MSE_SCALE * pixel_loss(sr.float(), hr, "mse")
             else:
                 content = self.content(sr.float().clamp(0, 1), hr)
         g_loss = content + cfg.adv_weight * adv
