@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from srgan_deploy.errors import ImageReadError, InputFileError, OutputError
+from srgan_deploy.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Input pixels accepted by default (--max-pixels): 40 MP covers every camera sensor up to 8K video frames;
@@ -262,12 +263,9 @@ def write_image(path: Path, image: np.ndarray, icc: bytes | None = None) -> None
     encoded = buf.tobytes()
     if icc:
         encoded = embed_icc(encoded, suffix, icc)
-    tmp = path.with_name(f".{path.name}.partial")
     try:
-        tmp.write_bytes(encoded)
-        tmp.replace(path)
+        atomic_write_bytes(path, encoded)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
 
 

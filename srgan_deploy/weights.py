@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError, WeightsError
+from srgan_deploy.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +128,7 @@ def save_generator(
     half: bool = False,
 ) -> Path:
     """Write the generator's state dict with its config and provenance; atomic (temp file + rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,10 +144,7 @@ def save_generator(
         "config": generator.config.to_json(),
         "provenance": json.dumps(provenance or {}, sort_keys=True),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, save(state, metadata=meta))
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

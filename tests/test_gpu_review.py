@@ -19,8 +19,8 @@ import srgan_deploy.gpu.cuda_rt as cuda_rt
 from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.backends.options import OrtOptions, TensorRTOptions, TensorRTRtxOptions, TorchOptions
 from srgan_deploy.backends.registry import Choice
-from srgan_deploy.cache import partial_path
 from srgan_deploy.errors import BackendUnavailableError
+from srgan_deploy.files import partial_path
 from srgan_deploy.gpu.cuda_rt import GpuProperties
 from srgan_deploy.gpu.trt_runtime import make_logger
 
@@ -100,19 +100,18 @@ def test_concurrent_writers_never_rename_each_others_temporary_file(
         "ab" * 32, "tensorrt-rtx", "1", "aot", ("SM89",), "fp32", ShapeProfile.parse(None, None, None), "uint8", 1
     )
     paths = trt_export.EnginePaths.for_spec(tmp_path, spec)
-    original = Path.write_bytes
+    original = os.replace
     interleaved: list[bool] = []
 
-    def write_bytes(self: Path, data: Any) -> int:
-        written = original(self, data)
-        if data == b"plan A" and not interleaved:
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).read_bytes() == b"plan A" and not interleaved:  # A's plan is written, not yet renamed
             interleaved.append(True)
             other = threading.Thread(target=trt_export.write_engine, args=(paths, spec, b"plan B"))
             other.start()
             other.join()
-        return written
+        original(src, dst)
 
-    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(os, "replace", replace)
     trt_export.write_engine(paths, spec, b"plan A")
     assert interleaved
     assert trt_export.cache_status(paths, spec) == (True, "cached engine matches")

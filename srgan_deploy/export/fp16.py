@@ -89,7 +89,7 @@ def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def write_fp16_onnx(src: Path, dst: Path) -> Path:
     import onnx
 
-    from srgan_deploy.cache import partial_path
+    from srgan_deploy.files import partial_path
 
     model = convert_core_to_fp16(onnx.load(str(src)))
     tmp = partial_path(dst)  # worker processes may convert the same graph at once

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srgan_deploy.artifacts import ShapeProfile
-from srgan_deploy.cache import partial_path
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
 from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
 from srgan_deploy.export.verify import Parity, check_parity, torch_reference, verify_onnx
+from srgan_deploy.files import atomic_write_bytes
 from srgan_deploy.images import make_input
 from srgan_deploy.weights import read_info
 
@@ -169,9 +168,7 @@ def run_export(
         kind = "rtx-" if flavour == "tensorrt-rtx" else ""
         target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
         for src, dst in ((plan, target), (plan.with_suffix(".json"), target.with_suffix(".json"))):
-            tmp = partial_path(dst)
-            shutil.copyfile(src, tmp)
-            tmp.replace(dst)
+            atomic_write_bytes(dst, src.read_bytes())
         report.engine = target
         where = ", ".join(s[2:] for s in spec.targets)
         notify(

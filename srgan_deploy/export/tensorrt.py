@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srgan_deploy.artifacts import FLAVOURS, ShapeProfile, read_onnx_metadata
-from srgan_deploy.cache import file_lock, partial_path
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
+from srgan_deploy.files import atomic_write_bytes, atomic_write_text, file_lock
 from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, import_flavour_module, make_logger, sm_name
 from srgan_deploy.weights import file_sha256
 
@@ -226,18 +226,14 @@ def write_engine(paths: EnginePaths, spec: EngineSpec, plan: bytes, extra: dict[
     The temporary names are this process's and thread's own, so concurrent writers never rename each
     other's half-written file."""
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(paths.plan)
-    tmp.write_bytes(plan)
-    tmp.replace(paths.plan)
+    atomic_write_bytes(paths.plan, plan)
     sidecar = {
         "spec": spec.to_dict(),
         "key": spec.key,
         "plan_sha256": hashlib.sha256(plan).hexdigest(),
         **(extra or {}),
     }
-    tmp_side = partial_path(paths.sidecar)
-    tmp_side.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    tmp_side.replace(paths.sidecar)
+    atomic_write_text(paths.sidecar, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- logging and progress
@@ -350,9 +346,8 @@ def build_serialized(
         raise fail(f"TensorRT {flavour.name} {flavour.version} failed to build the engine")
     if cache is not None and options.timing_cache is not None:
         options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(options.timing_cache)  # other processes may be building other engines beside it
-        tmp.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-        tmp.replace(options.timing_cache)
+        # other processes may be building other engines beside it
+        atomic_write_bytes(options.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     del monitor
     return BuildResult(bytes(memoryview(serialized)), inputs, outputs, time.perf_counter() - started)
 

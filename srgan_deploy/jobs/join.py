@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_deploy.errors import VideoError
-from srgan_deploy.jobs.manifest import fsync_dir
+from srgan_deploy.files import fsync_dir
 from srgan_deploy.jobs.plan import Plan
 from srgan_deploy.pipeline import VideoJob
 from srgan_deploy.video import SideStreams, Source, container_format

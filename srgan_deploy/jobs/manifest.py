@@ -8,7 +8,6 @@ a kill at any instant leaves either the old or the new manifest, never a torn on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from srgan_deploy.errors import OutputError
+from srgan_deploy.files import atomic_write_text
 
 MANIFEST = "manifest.json"
 LOCK = "lock"
@@ -86,25 +86,6 @@ def _show(value: Any) -> str:
     return "unset" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened for fsync
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 class WorkDir:
     """The hidden folder of one output; held under an exclusive lock while a run uses it."""
 
@@ -156,7 +137,7 @@ class WorkDir:
             return None
 
     def save(self, manifest: Manifest) -> None:
-        write_atomic(self.path / MANIFEST, manifest.to_json().encode())
+        atomic_write_text(self.path / MANIFEST, manifest.to_json(), durable=True)
 
     def clear(self) -> None:
         """Everything but the lock: the work starts over."""

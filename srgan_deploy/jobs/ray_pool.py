@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
+from srgan_deploy.files import atomic_write_bytes
 from srgan_deploy.jobs.events import Done, Failed, Note, Progress
-from srgan_deploy.jobs.manifest import write_atomic
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask, render_segment
 from srgan_deploy.jobs.workers import OnEvent, Retries, ShouldRun, WorkerSpec
 
@@ -222,7 +222,7 @@ class RayPool:
                     on_event(Failed(task.key, outcome))
                 elif isinstance(outcome, tuple):
                     result, data = outcome
-                    write_atomic(task.work_dir / result.file, data)
+                    atomic_write_bytes(task.work_dir / result.file, data, durable=True)
                     on_event(Done(task.key, result))
                 else:
                     on_event(Done(task.key, outcome))
