@@ -237,6 +237,12 @@ PrecisionOpt = Annotated[
 ]
 
 
+def _memory_budget(text: str | None) -> int | None:
+    from srgan_deploy.memory import parse_budget
+
+    return parse_budget(text) if text is not None else None
+
+
 def _backend(
     name: str,
     weights: str | None,
@@ -247,17 +253,14 @@ def _backend(
     slots: int = 2,
     memory_budget: str | None = None,
 ) -> tuple[Any, Any]:
-    """Resolve the model source (at the edge) and the backend; nothing is loaded until it is opened."""
+    """The command line's backend options as a ``Request``, and ``registry.backend_for`` (nothing is loaded
+    until the backend is opened); its notices are printed on stderr."""
     from srgan_deploy.backends.options import Request
-    from srgan_deploy.backends.registry import choose, create
-    from srgan_deploy.memory import parse_budget
-    from srgan_deploy.sources import model_source
+    from srgan_deploy.backends.registry import backend_for
 
-    source = model_source(weights)
-    budget = parse_budget(memory_budget) if memory_budget is not None else None
+    budget = _memory_budget(memory_budget)
     request = Request(device=device, precision=precision, tile=tile, threads=threads, slots=slots, memory_budget=budget)
-    choice = choose(name, request)
-    return create(choice, source, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False)), choice
+    return backend_for(name, request, weights, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False))
 
 
 @contextlib.contextmanager

@@ -49,7 +49,8 @@ def test_a_runtime_built_engine_is_built_for_and_on_the_requested_gpu(
 ) -> None:
     """Two different GPUs; the backend runs on cuda:1. The engine must be built for GPU 1 (its name and
     compute capability in the cache key) and on it (the builder's thread has GPU 1 current)."""
-    from srgan_deploy.export.loaders import EngineFromOnnx, OnnxFromWeights
+    from srgan_deploy.export.loaders import EngineFromOnnx
+    from srgan_deploy.sources import Weights, onnx_loader
 
     gpus = {0: GpuProperties("NVIDIA A100-SXM4-80GB", "8.0", 80 << 30), 1: GpuProperties("RTX 4090", "8.9", 24 << 30)}
     current = threading.local()  # the current device is per host thread, 0 until set
@@ -65,7 +66,7 @@ def test_a_runtime_built_engine_is_built_for_and_on_the_requested_gpu(
     monkeypatch.setattr(trt_export, "build_serialized", build)
     monkeypatch.setattr(trt_export.Flavour, "load", classmethod(lambda cls, name: fake_flavour(name)))
     loader = EngineFromOnnx(
-        OnnxFromWeights(str(tiny_weights), tmp_path),
+        onnx_loader(Weights(str(tiny_weights)), tmp_path, "tensorrt"),
         "tensorrt",
         TensorRTOptions(device=1, precision="fp32"),
         tmp_path / "engines",

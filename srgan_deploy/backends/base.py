@@ -10,8 +10,10 @@ closed backend holds no engine, session or buffer (a test compares ``vars()`` be
 
 from __future__ import annotations
 
+import functools
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -22,6 +24,20 @@ from srgan_deploy.errors import BackendStateError, ShapeError
 from srgan_deploy.memory import MAX_TILE_BATCH, MemoryPlan, bytes_per_pixel, default_budget, plan
 
 O = TypeVar("O")  # noqa: E741 - the options dataclass of a backend
+
+Notify = Callable[[str], None]
+MemoryCost = Callable[[str, ModelConfig], float]  # (precision, model) -> bytes per LR input pixel
+
+
+def say_on_stderr(message: str) -> None:
+    """Where a backend's notices go when nobody routes them (outside a job, outside the CLI)."""
+    print(f"srgan-deploy: {message}", file=sys.stderr)
+
+
+def measured_cost(backend: str) -> MemoryCost:
+    """The memory cost measured for ``backend`` (srgan_deploy/memory.py's table): what a registry entry
+    that gives no cost of its own, and a backend made without the registry, plan with."""
+    return functools.partial(bytes_per_pixel, backend)
 
 
 class Backend(ABC, Generic[O]):
@@ -35,6 +51,10 @@ class Backend(ABC, Generic[O]):
         self._model: ModelConfig | None = None  # set by _open from the artifact it loads
         self._budget: int | None = None  # resolved once at open: a plan must not drift with free memory
         self.device_label = ""
+        # Set by ``registry.create`` from the caller and the backend's entry: a job routes notices into its
+        # event channel, so a worker's out-of-memory retry reaches the one display instead of its stderr.
+        self.notify: Notify = say_on_stderr
+        self.memory_cost: MemoryCost = measured_cost(self.name)
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -127,9 +147,9 @@ class Backend(ABC, Generic[O]):
 
     @property
     def bytes_per_pixel(self) -> float:
-        """What one more input pixel costs this backend in memory (srgan_deploy/memory.py's table)."""
+        """What one more input pixel costs this backend in memory (its registry entry's memory cost)."""
         precision = str(getattr(self.options, "precision", "fp32"))
-        return bytes_per_pixel(self.name, precision, self.model)
+        return self.memory_cost(precision, self.model)
 
     def memory_plan(self, height: int, width: int, frames: int = 1) -> MemoryPlan:
         """Tile edge and tiles per call for a frame of this size under the memory budget."""
@@ -182,12 +202,6 @@ class Backend(ABC, Generic[O]):
         batch = max(1, min(MAX_TILE_BATCH, int(self.memory_budget // (th * tw * self.bytes_per_pixel))))
         tiles = TilePlan.for_frame(h, w, tile, self.overlap)
         return upscale_tiled(frames, tiles, self._infer, self.scale, batch)
-
-    @staticmethod
-    def notify(message: str) -> None:
-        import sys
-
-        print(f"srgan-deploy: {message}", file=sys.stderr)
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale a stream of batches, results in order. GPU backends override this to keep

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from srgan_deploy.errors import ConfigError
 
@@ -142,4 +143,12 @@ class BicubicOptions:
     memory_budget: int | None = None
 
 
-BackendOptions = TorchOptions | OrtOptions | OpenVinoOptions | TensorRTOptions | BicubicOptions
+class BackendOptions(Protocol):
+    """What every backend's options dataclass has; each adds what means something to its backend. A
+    protocol, not a union of today's classes, so a new backend brings its options and no list here grows."""
+
+    @property
+    def tile(self) -> int | None: ...
+
+    @property
+    def memory_budget(self) -> int | None: ...

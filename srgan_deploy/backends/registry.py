@@ -1,8 +1,11 @@
-"""Backend registry: the one owner of "is this backend usable here?" and of the ``auto`` ladder.
+"""Backend registry: one entry per backend, the one owner of "is this backend usable here?" and of ``auto``.
 
-``choose`` turns a backend name and a ``Request`` into typed per-backend options, resolving
-every ``auto`` (backend, device, precision) explicitly and saying what it chose. ``create``
-pairs those options with a loader for the model source. ``info`` only reports what this says.
+Everything the rest of the package knows about a backend is its ``BackendEntry``: name, class, options,
+availability, device rule, memory cost and the kind of model file it loads. ``choose`` turns a backend
+name and a ``Request`` into the entry's typed options, resolving every ``auto`` (backend, device,
+precision) explicitly and saying what it chose; ``create`` pairs those options with a loader for the
+model source. ``info``, ``bench`` and the job executors only read entries. Adding a backend is its module
+plus one entry in ``ENTRIES`` (and a rung in ``choose``'s ladder only if ``auto`` should ever pick it).
 
 Order of preference for ``auto``, fastest first (measured, see README): on a GPU,
 tensorrt-rtx on GeForce/RTX cards, else tensorrt, then onnxruntime on CUDA, then torch on
@@ -12,12 +15,13 @@ CUDA; on a CPU, openvino (1.1-1.2x onnxruntime in fp32, about 2x in bf16), then 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.base import Backend, MemoryCost, Notify, measured_cost, say_on_stderr
 from srgan_deploy.backends.options import (
     BackendOptions,
     BicubicOptions,
@@ -32,43 +36,81 @@ from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, UnknownBackendError
 from srgan_deploy.sources import ModelSource, model_source
 
-# name -> (module, class); imported only when needed, so `--help` and `info` stay light
-_CLASSES: dict[str, tuple[str, str]] = {
-    "tensorrt": ("srgan_deploy.backends.trt", "TensorRTBackend"),
-    "tensorrt-rtx": ("srgan_deploy.backends.trt", "TensorRTRtxBackend"),
-    "onnxruntime": ("srgan_deploy.backends.ort", "OnnxRuntimeBackend"),
-    "openvino": ("srgan_deploy.backends.openvino", "OpenVinoBackend"),
-    "torch": ("srgan_deploy.backends.torch", "TorchBackend"),
-    "bicubic": ("srgan_deploy.backends.bicubic", "BicubicBackend"),
-}
-BACKEND_NAMES = ("auto", *_CLASSES)
-MODEL_BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime", "openvino", "torch")
+DeviceRule = Literal["cpu", "cuda", "either"]
+# What the backend runs: weights (the PyTorch generator), an ONNX graph (exported from weights on first use),
+# a TensorRT plan (built from the ONNX on first use), or no model file at all (only the model's scale).
+ModelFile = Literal["weights", "onnx", "plan", "none"]
 
 
-def backend_class(name: str) -> type[Backend[Any]]:
-    if name not in _CLASSES:
-        raise UnknownBackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_NAMES)}")
-    module, cls = _CLASSES[name]
-    result: type[Backend[Any]] = getattr(importlib.import_module(module), cls)
-    return result
+@dataclass(frozen=True)
+class BackendEntry:
+    """One backend, as everything outside its module sees it (vs-mlrt's one dataclass per backend)."""
+
+    name: str
+    backend: str  # "module:Class", imported only when used, so `--help` and `info` stay light
+    options: type[Any]  # the options dataclass its constructor takes
+    device: DeviceRule
+    model: ModelFile
+    make_options: Callable[[Request, str], BackendOptions]  # (request, "cpu" or "cuda[:N]") -> options
+    has_cuda: Callable[[], bool] = lambda: False  # "either" backends: can it use a GPU here (auto's device)
+    targets: Callable[[int, str], tuple[bool, str]] | None = None  # can it run on GPU N, once installed
+    memory: MemoryCost | None = None  # bytes per LR input pixel; None: memory.py's measured table
+    baseline: bool = False  # not a model (bicubic): left out of `bench -b all`
+
+    def backend_class(self) -> type[Backend[Any]]:
+        module, cls = self.backend.split(":")
+        result: type[Backend[Any]] = getattr(importlib.import_module(module), cls)
+        return result
+
+    def available(self, device: int = 0) -> tuple[bool, str]:
+        ok, why = self.backend_class().availability()
+        if ok and self.targets is not None:
+            return self.targets(device, why)
+        return ok, why
+
+    def memory_cost(self) -> MemoryCost:
+        return self.memory or measured_cost(self.name)
+
+    def device_of(self, options: Any) -> str:
+        """Where ``options`` run: "cpu", "cuda" or "cuda:N"."""
+        if self.device == "cpu":
+            return "cpu"
+        value = options.device
+        return f"cuda:{value}" if isinstance(value, int) else str(value)
+
+    def on_device(self, options: Any, device: str) -> Any:
+        """``options`` moved to GPU ``device`` ("cuda:N"); a CPU-only backend's are left as they are.
+        TensorRT's options number the GPU, the others name it."""
+        if self.device == "cpu":
+            return options
+        if isinstance(options.device, int):
+            return dataclasses.replace(options, device=_device_index(device))
+        return dataclasses.replace(options, device=device)
 
 
 def availability(device: int = 0) -> dict[str, tuple[bool, str]]:
     """(usable, why) per backend on CUDA device ``device`` (the GPU a run would use)."""
-    return {name: backend_availability(name, device) for name in _CLASSES}
+    return {name: backend_availability(name, device) for name in REGISTRY}
 
 
 def backend_availability(name: str, device: int = 0) -> tuple[bool, str]:
-    """The backend's own answer, and for TensorRT-RTX whether it can target this GPU at all: its plans
-    run only on the compute capabilities it builds for (no Volta, no Hopper, no datacenter Blackwell), so
-    an installed RTX on an H100 is not usable, and ``auto`` must move on to full TensorRT."""
-    ok, why = backend_class(name).availability()
-    if ok and name == "tensorrt-rtx":
-        return rtx_targets_gpu(device, why)
-    return ok, why
+    return entry_for(name).available(device)
+
+
+def entry_for(name: str) -> BackendEntry:
+    if name not in REGISTRY:
+        raise UnknownBackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_NAMES)}")
+    return REGISTRY[name]
+
+
+def backend_class(name: str) -> type[Backend[Any]]:
+    return entry_for(name).backend_class()
 
 
 def rtx_targets_gpu(device: int, detail: str) -> tuple[bool, str]:
+    """TensorRT-RTX's plans run only on the compute capabilities it builds for (no Volta, no Hopper, no
+    datacenter Blackwell), so an installed RTX on an H100 is not usable, and ``auto`` must move on to full
+    TensorRT."""
     from srgan_deploy.errors import SrganDeployError
     from srgan_deploy.gpu.cuda_rt import device_properties
     from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, sm_name
@@ -159,10 +201,8 @@ def _device_index(device: str) -> int:
     return int(device.split(":")[1]) if device.startswith("cuda:") else 0
 
 
-def options_for(name: str, request: Request, device: str) -> BackendOptions:
-    """The typed options of backend ``name`` for this request on ``device`` ("cpu" or "cuda[:N]")."""
-    if name in ("tensorrt", "tensorrt-rtx"):
-        cls = TensorRTRtxOptions if name == "tensorrt-rtx" else TensorRTOptions
+def _tensorrt_options(name: str, cls: type[TensorRTOptions]) -> Callable[[Request, str], BackendOptions]:
+    def make(request: Request, device: str) -> BackendOptions:
         return cls(
             device=_device_index(device),
             precision=_gpu_precision(request.precision, name),
@@ -172,65 +212,138 @@ def options_for(name: str, request: Request, device: str) -> BackendOptions:
             max_shape=request.max_shape,
             memory_budget=request.memory_budget,
         )
-    if name == "onnxruntime":
-        on_cpu = device == "cpu"
-        precision = request.precision
-        if precision == "auto":
-            precision = "fp32" if on_cpu else "fp16"
-        if on_cpu and precision != "fp32":
-            raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for bf16")
-        return OrtOptions(
-            device=device,
-            precision=precision,
-            tile=request.tile,
-            threads=request.threads,
-            cache_dir=request.cache_dir,
-            memory_budget=request.memory_budget,
-        )
-    if name == "openvino":
-        precision = request.precision
-        if precision == "auto":
-            precision = "bf16" if cpu_has_bf16() else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"openvino runs fp32 or bf16 on CPU, not {precision}")
-        return OpenVinoOptions(
-            precision=precision,
-            tile=request.tile,
-            threads=request.threads,
-            cache_dir=request.cache_dir,
-            memory_budget=request.memory_budget,
-        )
-    if name == "torch":
-        precision = request.precision
-        if precision == "auto":
-            precision = "fp32" if device == "cpu" else "fp16"
-        return TorchOptions(
-            device=device,
-            precision=precision,
-            tile=request.tile,
-            threads=request.threads,
-            slots=request.slots,
-            memory_budget=request.memory_budget,
-        )
-    if name == "bicubic":
-        return BicubicOptions(tile=request.tile, memory_budget=request.memory_budget)
-    raise UnknownBackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_NAMES)}")
+
+    return make
+
+
+def _ort_options(request: Request, device: str) -> BackendOptions:
+    on_cpu = device == "cpu"
+    precision = request.precision
+    if precision == "auto":
+        precision = "fp32" if on_cpu else "fp16"
+    if on_cpu and precision != "fp32":
+        raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for bf16")
+    return OrtOptions(
+        device=device,
+        precision=precision,
+        tile=request.tile,
+        threads=request.threads,
+        cache_dir=request.cache_dir,
+        memory_budget=request.memory_budget,
+    )
+
+
+def _openvino_options(request: Request, device: str) -> BackendOptions:
+    precision = request.precision
+    if precision == "auto":
+        precision = "bf16" if cpu_has_bf16() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"openvino runs fp32 or bf16 on CPU, not {precision}")
+    return OpenVinoOptions(
+        precision=precision,
+        tile=request.tile,
+        threads=request.threads,
+        cache_dir=request.cache_dir,
+        memory_budget=request.memory_budget,
+    )
+
+
+def _torch_options(request: Request, device: str) -> BackendOptions:
+    precision = request.precision
+    if precision == "auto":
+        precision = "fp32" if device == "cpu" else "fp16"
+    return TorchOptions(
+        device=device,
+        precision=precision,
+        tile=request.tile,
+        threads=request.threads,
+        slots=request.slots,
+        memory_budget=request.memory_budget,
+    )
+
+
+def _bicubic_options(request: Request, device: str) -> BackendOptions:
+    return BicubicOptions(tile=request.tile, memory_budget=request.memory_budget)
+
+
+# The machine facts are looked up by name when called, so a test can replace them on this module.
+ENTRIES: tuple[BackendEntry, ...] = (
+    BackendEntry(
+        "tensorrt",
+        "srgan_deploy.backends.trt:TensorRTBackend",
+        TensorRTOptions,
+        "cuda",
+        "plan",
+        _tensorrt_options("tensorrt", TensorRTOptions),
+    ),
+    BackendEntry(
+        "tensorrt-rtx",
+        "srgan_deploy.backends.trt:TensorRTRtxBackend",
+        TensorRTRtxOptions,
+        "cuda",
+        "plan",
+        _tensorrt_options("tensorrt-rtx", TensorRTRtxOptions),
+        targets=rtx_targets_gpu,
+    ),
+    BackendEntry(
+        "onnxruntime",
+        "srgan_deploy.backends.ort:OnnxRuntimeBackend",
+        OrtOptions,
+        "either",
+        "onnx",
+        _ort_options,
+        has_cuda=lambda: ort_has_cuda(),
+    ),
+    BackendEntry(
+        "openvino",
+        "srgan_deploy.backends.openvino:OpenVinoBackend",
+        OpenVinoOptions,
+        "cpu",
+        "onnx",
+        _openvino_options,
+    ),
+    BackendEntry(
+        "torch",
+        "srgan_deploy.backends.torch:TorchBackend",
+        TorchOptions,
+        "either",
+        "weights",
+        _torch_options,
+        has_cuda=lambda: torch_has_cuda(),
+    ),
+    BackendEntry(
+        "bicubic",
+        "srgan_deploy.backends.bicubic:BicubicBackend",
+        BicubicOptions,
+        "cpu",
+        "none",
+        _bicubic_options,
+        baseline=True,
+    ),
+)
+REGISTRY: dict[str, BackendEntry] = {entry.name: entry for entry in ENTRIES}
+BACKEND_NAMES = ("auto", *REGISTRY)
+MODEL_BACKENDS = tuple(entry.name for entry in ENTRIES if not entry.baseline)
+
+
+def options_for(name: str, request: Request, device: str) -> BackendOptions:
+    """The typed options of backend ``name`` for this request on ``device`` ("cpu" or "cuda[:N]")."""
+    return entry_for(name).make_options(request, device)
 
 
 def _explicit_device(name: str, request: Request) -> str:
-    if name in ("tensorrt", "tensorrt-rtx"):
+    entry = entry_for(name)
+    if entry.device == "cuda":
         if request.device == "cpu":
             raise ConfigError(f"{name} runs on an NVIDIA GPU; drop --device cpu or pick a CPU backend")
         return request.device if request.device != "auto" else "cuda"
-    if name in ("openvino", "bicubic"):
+    if entry.device == "cpu":
         if request.device.startswith("cuda"):
             raise ConfigError(f"{name} runs on the CPU here; use --device cpu or auto")
         return "cpu"
     if request.device != "auto":
         return request.device
-    if name == "onnxruntime":
-        return "cuda" if ort_has_cuda() else "cpu"
-    return "cuda" if torch_has_cuda() else "cpu"
+    return "cuda" if entry.has_cuda() else "cpu"
 
 
 def _describe(options: BackendOptions) -> str:
@@ -280,44 +393,56 @@ def choose(name: str, request: Request | None = None) -> Choice:
 def create(
     choice: Choice,
     source: ModelSource | str | None = None,
-    notify: Callable[[str], None] | None = None,
+    notify: Notify | None = None,
 ) -> Backend[Any]:
-    """A not-yet-opened backend for ``choice``, with the loader for ``source`` composed (lazily)."""
+    """A not-yet-opened backend for ``choice``, with the loader for ``source`` composed (lazily).
+
+    ``notify`` gets what the loader and the backend say (an engine being built, an out-of-memory retry);
+    by default it is printed on stderr. A job hands its event channel here."""
+    entry = entry_for(choice.name)
+    if not isinstance(choice.options, entry.options):
+        raise ConfigError(f"backend '{entry.name}' takes {entry.options.__name__}, not {type(choice.options).__name__}")
+    say = notify or say_on_stderr
+    backend = entry.backend_class()(choice.options, _loader(entry, choice.options, model_source(source), say))  # type: ignore[call-arg]
+    backend.notify = say
+    backend.memory_cost = entry.memory_cost()
+    return backend
+
+
+def _loader(entry: BackendEntry, options: Any, source: ModelSource, say: Notify) -> Callable[[], Any]:
+    """The loader of the kind of model file ``entry`` runs, for ``source``."""
     from srgan_deploy import sources
 
-    src = model_source(source)
-    say = notify or _stderr_notify
-    options = choice.options
-    cls = backend_class(choice.name)
-    if isinstance(options, TensorRTOptions):
-        root = cache_dir(options.cache_dir)
-        return cls(options, sources.engine_loader(src, options, choice.name, root, say))  # type: ignore[call-arg]
-    if isinstance(options, OrtOptions | OpenVinoOptions):
-        root = cache_dir(options.cache_dir)
-        # onnxruntime on a GPU at fp16: its TensorRT provider gets the fp16-core graph (see Fp16CoreFromOnnx)
-        fp16_core = isinstance(options, OrtOptions) and options.precision == "fp16" and options.device != "cpu"
-        return cls(options, sources.onnx_loader(src, root, choice.name, fp16_core))  # type: ignore[call-arg]
-    if isinstance(options, TorchOptions):
-        return cls(options, sources.generator_loader(src, choice.name))  # type: ignore[call-arg]
-    return cls(options, sources.scale_loader(src))  # type: ignore[call-arg]
+    if entry.model == "plan":
+        return sources.engine_loader(source, options, entry.name, cache_dir(options.cache_dir), say)
+    if entry.model == "onnx":
+        # on a GPU at fp16 (onnxruntime's TensorRT provider) the graph is the fp16-core one, see Fp16CoreFromOnnx
+        fp16_core = options.precision == "fp16" and entry.device_of(options) != "cpu"
+        return sources.onnx_loader(source, cache_dir(options.cache_dir), entry.name, fp16_core)
+    if entry.model == "weights":
+        return sources.generator_loader(source, entry.name)
+    return sources.scale_loader(source)
 
 
 def backend_for(
-    name: str, request: Request | None = None, source: ModelSource | str | None = None
+    name: str,
+    request: Request | None = None,
+    source: ModelSource | str | None = None,
+    notify: Notify | None = None,
 ) -> tuple[Backend[Any], Choice]:
-    """``choose`` then ``create``: the one call a command makes to get its (not yet opened) backend."""
+    """``choose`` then ``create``: the one call a command makes to get its (not yet opened) backend. The
+    model source is resolved first, so a missing model file is the error a user sees first."""
+    source = model_source(source)
     choice = choose(name, request)
-    return create(choice, source), choice
-
-
-def _stderr_notify(message: str) -> None:
-    import sys
-
-    print(f"srgan-deploy: {message}", file=sys.stderr)
+    return create(choice, source, notify), choice
 
 
 __all__ = [
     "BACKEND_NAMES",
+    "ENTRIES",
+    "MODEL_BACKENDS",
+    "REGISTRY",
+    "BackendEntry",
     "Choice",
     "availability",
     "backend_availability",
@@ -325,4 +450,5 @@ __all__ = [
     "backend_for",
     "choose",
     "create",
+    "entry_for",
 ]

@@ -1,7 +1,7 @@
 """Export-side loaders: callables that produce an artifact from another artifact's loader.
 
 Named for what goes in and what comes out, so a composition reads as the data flow:
-``EngineFromOnnx(OnnxFromWeights(...), "tensorrt-rtx", options, ...)``. The runtime composes
+``EngineFromOnnx(Fp16CoreFromOnnx(...), ...)``. The runtime composes
 them only in ``srgan_deploy.sources``.
 """
 
@@ -62,17 +62,6 @@ def gpu_total_memory(device: int) -> int | None:
         return device_properties(device).total_memory
     except (BackendUnavailableError, EngineError):
         return None
-
-
-@dataclass(frozen=True)
-class OnnxFromWeights:
-    weights: str | None
-    cache_dir: Path
-
-    def __call__(self) -> OnnxModel:
-        from srgan_deploy.export.onnx import cached_onnx
-
-        return OnnxModel.from_path(cached_onnx(self.weights, self.cache_dir, io="uint8"))
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,9 @@ class RayPool:
                 ray.shutdown()
 
     def _actor(self, ray: Any, spec: WorkerSpec) -> Any:
-        on_gpu = str(getattr(spec.choice.options, "device", "cpu")).startswith("cuda") or spec.choice.name in (
-            "tensorrt",
-            "tensorrt-rtx",
-        )
+        from srgan_deploy.backends.registry import entry_for
+
+        on_gpu = entry_for(spec.choice.name).device_of(spec.choice.options).startswith("cuda")
         threads = getattr(spec.choice.options, "threads", None) or 1
         remote = ray.remote(SegmentWorker).options(
             num_cpus=0 if on_gpu else threads,

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srgan_deploy.backends.base import Backend
-from srgan_deploy.backends.options import TensorRTOptions
-from srgan_deploy.backends.registry import Choice
+from srgan_deploy.backends.registry import Choice, entry_for
 from srgan_deploy.errors import ConfigError, SrganDeployError
 from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
 from srgan_deploy.jobs.render import SegmentTask, render_segment
@@ -60,15 +59,12 @@ def worker_specs(
         raise ConfigError("--workers must be at least 1")
     specs = []
     cores = os.cpu_count() or 1
+    entry = entry_for(choice.name)
     for n in range(workers):
         options: Any = choice.options
-        device = devices[n % len(devices)]
         if len(devices) > 1:
-            if isinstance(options, TensorRTOptions):
-                options = dataclasses.replace(options, device=int(device[5:]))
-            elif hasattr(options, "device"):
-                options = dataclasses.replace(options, device=device)
-        on_cpu = getattr(options, "device", "cpu") == "cpu"
+            options = entry.on_device(options, devices[n % len(devices)])
+        on_cpu = entry.device_of(options) == "cpu"
         if (workers > 1 or explicit_threads) and on_cpu and hasattr(options, "threads") and options.threads is None:
             options = dataclasses.replace(options, threads=max(1, cores // workers))
         if workers > 1 and options.memory_budget is None:
@@ -89,11 +85,11 @@ def with_built_engines(specs: list[WorkerSpec], notify: Callable[[str], None]) -
     from srgan_deploy import sources
     from srgan_deploy.cache import cache_dir
 
-    plans: dict[TensorRTOptions, EnginePlan] = {}
+    plans: dict[Any, EnginePlan] = {}
     out: list[WorkerSpec] = []
     for spec in specs:
-        options = spec.choice.options
-        if not isinstance(options, TensorRTOptions) or isinstance(spec.source, EnginePlan):
+        options: Any = spec.choice.options
+        if entry_for(spec.choice.name).model != "plan" or isinstance(spec.source, EnginePlan):
             out.append(spec)
             continue
         if options not in plans:
@@ -123,13 +119,10 @@ def ray_gpu_index(gpu_ids: Sequence[int | str], visible: str | None) -> int | No
 
 def on_gpu(spec: WorkerSpec, index: int) -> WorkerSpec:
     """``spec`` with its GPU backend told to use device ``index`` (CPU backends are left as they are)."""
-    options: Any = spec.choice.options
-    if isinstance(options, TensorRTOptions):
-        options = dataclasses.replace(options, device=index)
-    elif str(getattr(options, "device", "cpu")).startswith("cuda"):
-        options = dataclasses.replace(options, device=f"cuda:{index}")
-    else:
+    entry = entry_for(spec.choice.name)
+    if not entry.device_of(spec.choice.options).startswith("cuda"):
         return spec
+    options = entry.on_device(spec.choice.options, f"cuda:{index}")
     return WorkerSpec(Choice(spec.choice.name, options, spec.choice.reason), spec.source)
 
 
@@ -166,12 +159,23 @@ class Throttle:
 
 
 class InProcess:
-    """Renders in the calling thread with an already open backend (``--workers 1``, the default)."""
+    """Renders in the calling thread with an already open backend (``--workers 1``, the default).
+
+    While it renders, the backend's notices are events like a worker process's, so the coordinator shows
+    them the same way (once each)."""
 
     def __init__(self, backend: Backend[Any]) -> None:
         self.backend = backend
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
+        said = self.backend.notify
+        self.backend.notify = lambda m: on_event(Note(m))
+        try:
+            self._run(tasks, on_event, should_run)
+        finally:
+            self.backend.notify = said
+
+    def _run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
         for task in tasks:
             if not should_run(task):
                 continue
