@@ -7,7 +7,6 @@ Ctrl-C); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -24,7 +23,9 @@ from typer.core import TyperGroup
 from srgan_deploy.errors import SrganDeployError
 
 if TYPE_CHECKING:
+    from srgan_deploy.dedup import DedupRule
     from srgan_deploy.evaluate import EvalReport
+    from srgan_deploy.jobs import Reporter, VideoJobOptions, VideoJobResult
 
 # Options whose value may be left out: bare ``--ray`` means a local Ray, bare ``--dedup`` the default rule.
 # Typer has no optional option values, so the group fills in the value before parsing when the next word
@@ -624,82 +625,128 @@ def video(
 ) -> None:
     """Upscale videos 4x in resumable segments: audio and subtitles copied, timestamps kept, re-run to resume."""
     from srgan_deploy.dedup import parse_rule
-    from srgan_deploy.errors import ConfigError, VideoError
-    from srgan_deploy.jobs.plan import check_segment_seconds
-    from srgan_deploy.jobs.run import QueueOptions, check_outputs, video_jobs
-    from srgan_deploy.jobs.workers import parse_devices
-    from srgan_deploy.pipeline import VideoJob, check_paths
+    from srgan_deploy.jobs import VideoJobOptions, upscale_videos
     from srgan_deploy.video import EncodeOptions
 
     rule = parse_rule(dedup) if dedup is not None else None
-    check_segment_seconds(segment_seconds)
-    if workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    address = _ray_address(ray) if ray is not None else None
-    if ray_transfer != "shared" and address is None:
-        raise ConfigError("--ray-transfer applies to --ray runs only; add --ray (or drop --ray-transfer)")
-    devices = parse_devices(device)
-    if len(devices) > 1 and workers == 1 and address is None:
-        workers = len(devices)
-    template = VideoJob(
-        source=Path("-"),
-        target=Path("-"),
+    options = VideoJobOptions(
+        backend=backend,
+        weights=weights,
+        device=device,
+        precision=precision,
+        tile=tile,
+        threads=threads,
+        slots=slots,
+        memory_budget=_memory_budget(memory_budget),
         encode=EncodeOptions(codec, crf, preset, pix_fmt),
         start=start,
         duration=duration,
         max_frames=max_frames,
         batch=batch,
         side_by_side=side_by_side,
-        overwrite=overwrite,
         dedup=rule,
+        overwrite=overwrite,
+        segment_seconds=segment_seconds,
+        restart=restart,
+        workers=workers,
+        ray=ray,
+        ray_transfer=ray_transfer,
     )
+    inputs, outputs = _video_paths(paths, out_dir, options)
+    with _VideoDisplay(many=len(inputs) > 1) as events:
+        result = upscale_videos(inputs, outputs, options, events)
+    _report_videos(result, rule)
+
+
+def _video_paths(paths: list[Path], out_dir: Path | None, options: VideoJobOptions) -> tuple[list[Path], list[Path]]:
+    """IN OUT (checked whole before any work), or any number of inputs and folders with -o FOLDER."""
+    from srgan_deploy.errors import ConfigError, OutputError
+    from srgan_deploy.jobs import outputs_in_folder
+    from srgan_deploy.pipeline import check_paths
+
     if out_dir is None:
         if len(paths) != 2:
             raise ConfigError(
                 f"give IN OUT for one video, or -o FOLDER for many inputs (got {len(paths)} path(s) and no -o)"
             )
-        jobs = [dataclasses.replace(template, source=paths[0], target=paths[1])]
-        check_paths(jobs[0])
-        jobs = check_outputs(jobs, _warn)
-    else:
-        if out_dir.exists() and not out_dir.is_dir():
-            from srgan_deploy.errors import OutputError
+        check_paths(options.job(paths[0], paths[1]))
+        return [paths[0]], [paths[1]]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"-o {out_dir} exists and is not a folder")
+    return outputs_in_folder(paths, out_dir)
 
-            raise OutputError(f"-o {out_dir} exists and is not a folder")
-        jobs = check_outputs(video_jobs(paths, out_dir, template), _warn)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    engine, choice = _backend(backend, weights, devices[0], tile, threads, precision, slots, memory_budget)
-    from srgan_deploy.sources import digest, model_name, model_source
 
-    source = model_source(weights)
-    if side_by_side:
-        label = f"{model_name(source)} ({choice.name})"
-        jobs = [dataclasses.replace(job, label=label) for job in jobs]
-    options = QueueOptions(
-        segment_seconds=segment_seconds,
-        restart=restart,
-        identity=(
-            ("backend", choice.name),
-            ("precision", getattr(choice.options, "precision", None)),
-            ("tile", tile),
-        ),
-        weights=digest(source),
-    )
-    outcomes = _run_video_queue(jobs, options, engine, choice, source, workers, devices, address, ray_transfer)
+class _VideoDisplay:
+    """The job's events on stderr: status lines and warnings, and one progress bar over every input, drawn
+    from the first frame count on (opening the backend and indexing come before it, as plain lines)."""
+
+    def __init__(self, many: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.err = _stderr()
+        self.many = many  # with one input its error is the command's error, said once at the end
+        self.bar = Progress(
+            TextColumn("[bold]upscaling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.err,
+            transient=True,
+        )
+        self.task: Any = None
+        self.first = 0  # frames done by an earlier run do not count towards this run's speed
+        self.started = 0.0
+
+    def __enter__(self) -> Reporter:
+        from srgan_deploy.jobs import Reporter
+
+        return Reporter(progress=self.progress, status=self.status, warn=_warn, failed=self.failed)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def progress(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("video", total=None, fps="")
+            self.first, self.started = done, time.perf_counter()
+        rate = (done - self.first) / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, completed=done, total=total or None, fps=f"{rate:.2f} fps")
+
+    def status(self, message: str) -> None:
+        self.err.print(escape(message), soft_wrap=True)
+
+    def failed(self, message: str) -> None:
+        if self.many:
+            self.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def _report_videos(result: VideoJobResult, rule: DedupRule | None) -> None:
+    from srgan_deploy.errors import VideoError
+
     out = _stdout()
-    failed = [o for o in outcomes if not o.ok]
+    outcomes, failed = result.outcomes, result.failed
     for o in outcomes:
         if not o.ok:
             continue
-        fps = o.fps
         extra = f", {o.reused} of {o.segments} segments reused" if o.reused else ""
         if o.duplicates:
             extra += f", {o.duplicates} duplicate frames reused ({rule.describe() if rule else ''})"
         if o.bad_packets:
             extra += f", {o.bad_packets} damaged packets skipped"
         out.print(
-            f"{o.job.target}: {o.frames} frames {o.width}x{o.height} ({o.codec}) in {o.seconds:.1f} s = {fps:.2f} fps, "
-            f"{o.bytes / 1e6:.1f} MB, {o.segments} segment(s), backend {choice.name}{extra}",
+            f"{o.job.target}: {o.frames} frames {o.width}x{o.height} ({o.codec}) in {o.seconds:.1f} s = {o.fps:.2f} fps, "
+            f"{o.bytes / 1e6:.1f} MB, {o.segments} segment(s), backend {result.backend}{extra}",
             soft_wrap=True,
             markup=False,
         )
@@ -714,96 +761,6 @@ def video(
 
 def _warn(message: str) -> None:
     _stderr().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
-
-
-def _ray_address(value: str) -> str:
-    from srgan_deploy.errors import ConfigError
-
-    value = value.strip()
-    if value in ("local", "auto") or value.startswith("ray://") or (":" in value and "/" not in value):
-        return value
-    raise ConfigError(
-        f"--ray '{value}' is not a Ray address; use bare --ray (after the paths) or --ray=local for a local Ray, "
-        "--ray auto, or --ray ray://HOST:10001"
-    )
-
-
-def _run_video_queue(
-    jobs: list[Any],
-    options: Any,
-    engine: Any,
-    choice: Any,
-    source: Any,
-    workers: int,
-    devices: list[str],
-    address: str | None,
-    transfer: str = "shared",
-) -> list[Any]:
-    """Pick the executor, show one progress bar over every input, run the queue."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from srgan_deploy.jobs.run import Reporter, run_queue
-    from srgan_deploy.jobs.workers import InProcess, ProcessPool, worker_specs
-
-    err = _stderr()
-    with contextlib.ExitStack() as stack:
-        if address is not None:
-            from srgan_deploy.jobs.ray_pool import RayPool, import_ray
-
-            import_ray()
-            executor: Any = RayPool(
-                address, worker_specs(choice, source, workers, devices, explicit_threads=True), transfer
-            )
-            err.print(
-                f"backend: {choice.name} on {workers} Ray worker(s) ({choice.reason})", soft_wrap=True, markup=False
-            )
-        elif workers > 1:
-            executor = ProcessPool(worker_specs(choice, source, workers, devices))
-            err.print(
-                f"backend: {choice.name} in {workers} worker processes ({choice.reason})", soft_wrap=True, markup=False
-            )
-        else:
-            executor = InProcess(stack.enter_context(_opened(engine, choice)))
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("[bold]upscaling"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[fps]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            )
-        )
-        task = progress.add_task("video", total=None, fps="")
-        started = time.perf_counter()
-        first: list[int] = []
-
-        def on_progress(done: int, total: int) -> None:
-            if not first:
-                first.append(done)  # frames done by an earlier run do not count towards this run's speed
-            rate = (done - first[0]) / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, completed=done, total=total or None, fps=f"{rate:.2f} fps")
-
-        report = Reporter(
-            progress=on_progress,
-            status=lambda m: err.print(escape(m), soft_wrap=True),
-            warn=_warn,
-            failed=(lambda m: err.print(f"[red]error:[/] {escape(m)}", soft_wrap=True))
-            if len(jobs) > 1
-            else (lambda m: None),
-        )
-        return run_queue(jobs, options, executor, report)
-    raise AssertionError("unreachable")
 
 
 @app.command("eval")

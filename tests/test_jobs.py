@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from srgan_deploy.cli import app, fill_optional_values
 from srgan_deploy.dedup import DedupRule, collapse, parse_rule
-from srgan_deploy.errors import ConfigError, OutputError
+from srgan_deploy.errors import ConfigError, OutputError, OutputExistsError
 from srgan_deploy.jobs.index import InputIndex, index_input
 from srgan_deploy.jobs.manifest import WorkDir, work_dir_for
 from srgan_deploy.jobs.plan import plan_segments
@@ -579,3 +579,98 @@ def test_segments_decode_the_same_pictures_as_one_pass(
     b, tb = frames_of(tmp_path / "one.mkv")
     assert ta == tb and len(a) == 60
     assert [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not np.array_equal(x, y)] == []
+
+
+# ------------------------------------------------------------------ the library call
+
+
+def test_upscale_videos_is_the_video_command_as_a_library_call(tmp_path: Path, tiny_weights: Path) -> None:
+    from srgan_deploy.jobs import Reporter as Events
+    from srgan_deploy.jobs import VideoJobOptions, upscale_videos
+
+    clip = make_clip(tmp_path / "in.mp4", width=32, height=24, frames=8)
+    out = tmp_path / "made" / "out.mp4"  # its folder is made
+    lines: list[str] = []
+    counts: list[tuple[int, int]] = []
+    options = VideoJobOptions(
+        backend="torch", weights=str(tiny_weights), device="cpu", encode=FAST, segment_seconds=0.1
+    )
+    result = upscale_videos([clip], [out], options, Events(progress=lambda *c: counts.append(c), status=lines.append))
+    (outcome,) = result.outcomes
+    assert result.backend == "torch" and outcome.ok and not result.failed, outcome.error
+    assert (outcome.frames, outcome.width, outcome.height, outcome.segments) == (8, 128, 96, 3)
+    frames, _, _, _ = read_video(out)
+    assert len(frames) == 8 and {f.shape for f in frames} == {(96, 128, 3)}
+    assert any(line.startswith("backend: torch on cpu") for line in lines), lines
+    assert counts[-1] == (8, 8)
+    assert not work_dir_for(out).exists()
+    with pytest.raises(OutputExistsError, match="--overwrite"):  # checked before any work
+        upscale_videos([clip], [out], options)
+    with pytest.raises(ConfigError, match="one output per input"):
+        upscale_videos([clip, clip], [out], options)
+
+
+def test_upscale_videos_into_a_folder_finishes_the_good_inputs(tmp_path: Path) -> None:
+    from srgan_deploy.jobs import Reporter as Events
+    from srgan_deploy.jobs import VideoJobOptions, outputs_in_folder, upscale_videos
+
+    (tmp_path / "in").mkdir()
+    make_clip(tmp_path / "in" / "a.mp4", width=32, height=24, frames=6, audio=False)
+    (tmp_path / "in" / "b.mp4").write_bytes(b"not a video at all")
+    inputs, outputs = outputs_in_folder([tmp_path / "in"], tmp_path / "out")
+    assert [p.name for p in outputs] == ["a.mp4", "b.mp4"]
+    failed: list[str] = []
+    options = VideoJobOptions(backend="bicubic", encode=FAST, side_by_side=True)
+    result = upscale_videos(inputs, outputs, options, Events(failed=failed.append))
+    good, bad = result.outcomes
+    assert good.ok and (good.frames, good.width, good.height) == (6, 2 * 128, 96)  # bicubic | model, side by side
+    assert len(read_video(tmp_path / "out" / "a.mp4")[0]) == 6
+    assert not bad.ok and result.failed == [bad] and len(failed) == 1 and "b.mp4" in failed[0]
+
+
+def test_video_job_options_are_checked_when_made() -> None:
+    from srgan_deploy.jobs import VideoJobOptions
+
+    with pytest.raises(ConfigError, match="--workers"):
+        VideoJobOptions(workers=0)
+    with pytest.raises(ConfigError, match="--ray-transfer"):
+        VideoJobOptions(ray_transfer="objects")
+    with pytest.raises(ConfigError, match="not a Ray address"):
+        VideoJobOptions(ray="http://nope")
+    with pytest.raises(ConfigError, match="--batch"):
+        VideoJobOptions(batch=0)
+    with pytest.raises(ConfigError, match="GPUs only"):
+        VideoJobOptions(device="cuda:0,cpu")
+    assert VideoJobOptions(ray=" local ").ray == "local"
+    assert VideoJobOptions(device="cuda:0,cuda:1").worker_count == 2  # one worker per GPU
+    assert VideoJobOptions(device="cuda:0,cuda:1", workers=3).worker_count == 3
+
+
+def test_backend_notices_inside_a_job_are_events_shown_once(
+    vfr_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An out-of-memory retry inside a job reaches the job's display, once, instead of the process's
+    stderr (in a worker process stderr is not the display at all)."""
+    from srgan_deploy.backends.base import say_on_stderr
+    from srgan_deploy.backends.bicubic import BicubicBackend
+    from srgan_deploy.backends.options import BicubicOptions
+
+    class Tight(BicubicBackend):
+        def _infer(self, frames: np.ndarray) -> np.ndarray:
+            if frames.shape[1:3] == (48, 64):  # a whole frame does not fit; its tiles do
+                raise MemoryError("cannot allocate")
+            return super()._infer(frames)
+
+    backend = Tight(BicubicOptions(), lambda: 4)
+    warnings: list[str] = []
+    with backend:
+        (outcome,) = run_queue(
+            [VideoJob(vfr_clip, tmp_path / "tight.mp4", FAST)],
+            QueueOptions(0.2),
+            InProcess(backend),
+            Reporter(warn=warnings.append),
+        )
+    assert outcome.ok and outcome.frames == len(VFR_MS), outcome.error
+    assert [w for w in warnings if "out of memory" in w] == ["out of memory on a 64x48 frame; retrying with 32px tiles"]
+    assert "out of memory" not in capsys.readouterr().err
+    assert backend.notify is say_on_stderr  # outside the job, stderr again

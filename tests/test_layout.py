@@ -125,6 +125,55 @@ def test_runtime_backends_never_import_the_export_stage() -> None:
     assert composers == ["srgan_deploy.cli", "srgan_deploy.sources"]
 
 
+RUNTIME = (
+    "srgan_deploy.backends",
+    "srgan_deploy.gpu",
+    "srgan_deploy.artifacts",
+    "srgan_deploy.tiling",
+    "srgan_deploy.memory",
+    "srgan_deploy.cache",
+    "srgan_deploy.files",
+)
+STAGES = (
+    "srgan_deploy.cli",
+    "srgan_deploy.jobs",
+    "srgan_deploy.train",
+    "srgan_deploy.export",
+    "srgan_deploy.bench",
+    "srgan_deploy.evaluate",
+    "srgan_deploy.info",
+    "srgan_deploy.upscale",
+    "srgan_deploy.pipeline",
+    "srgan_deploy.flicker",
+)
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_the_runtime_never_imports_a_stage() -> None:
+    """Arrows run cli -> stages -> runtime; ``sources`` is the one runtime module allowed to compose the
+    export stage's loaders (checked above)."""
+    graph = import_graph()
+    offenders = {
+        n: sorted(t for t in targets if within(t, STAGES)) for n, targets in graph.items() if within(n, RUNTIME)
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_files_is_a_leaf() -> None:
+    """Every layer writes files through it, so it may import nothing of the package."""
+    assert import_graph()["srgan_deploy.files"] == set()
+
+
+def test_the_cli_reaches_video_jobs_through_the_jobs_package_only() -> None:
+    """``srgan_deploy.jobs`` (``upscale_videos``) is the front door; executors, the queue and workers are
+    the stage's own business."""
+    graph = import_graph()
+    assert sorted(t for t in graph["srgan_deploy.cli"] if t.startswith("srgan_deploy.jobs")) == ["srgan_deploy.jobs"]
+
+
 def test_stages_never_import_the_cli() -> None:
     graph = import_graph()
     assert [n for n, t in graph.items() if "srgan_deploy.cli" in t] == []

@@ -34,6 +34,19 @@ LOCAL = "local"  # bare --ray: start an embedded Ray on this machine
 TRANSFERS = ("shared", "objects")
 
 
+def ray_address(value: str) -> str:
+    """``value`` as a Ray address, or a ConfigError that says what one looks like."""
+    from srgan_deploy.errors import ConfigError
+
+    value = value.strip()
+    if value in (LOCAL, "auto") or value.startswith("ray://") or (":" in value and "/" not in value):
+        return value
+    raise ConfigError(
+        f"--ray '{value}' is not a Ray address; use bare --ray (after the paths) or --ray=local for a local Ray, "
+        "--ray auto, or --ray ray://HOST:10001"
+    )
+
+
 def import_ray() -> Any:
     try:
         import ray

@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from srgan_deploy.errors import Interrupted, SrganDeployError
@@ -264,49 +263,5 @@ def run_queue(
     return outcomes
 
 
-def video_jobs(inputs: list[Path], out_dir: Path, template: VideoJob) -> list[VideoJob]:
-    """Many inputs (files or folders of videos) to one output folder, each keeping its container."""
-    from srgan_deploy.errors import InputFileError, OutputExistsError
-    from srgan_deploy.video import CONTAINERS
-
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise InputFileError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {item}")
-            files += found
-        else:
-            files.append(item)  # a missing or bad file is reported with the others, at its turn
-    jobs: list[VideoJob] = []
-    seen: set[Path] = set()
-    for path in files:
-        suffix = path.suffix.lower() if path.suffix.lower() in CONTAINERS else ".mkv"
-        target = out_dir / f"{path.stem}{suffix}"
-        if target in seen:
-            raise OutputExistsError(f"two inputs map to the same output {target}; upscale them separately")
-        seen.add(target)
-        jobs.append(dataclasses.replace(template, source=path, target=target))
-    return jobs
-
-
 def _about(job: VideoJob, message: str) -> str:
     return message if str(job.source) in message or job.source.name in message else f"{job.source}: {message}"
-
-
-def check_outputs(jobs: list[VideoJob], warn: Callable[[str], None] = lambda m: None) -> list[VideoJob]:
-    """Before any work: every output is writable as asked, its codec resolved for its container (inputs
-    are checked one by one, at their turn, so one bad input does not stop the others)."""
-    from srgan_deploy.errors import OutputExistsError
-
-    checked = []
-    for job in jobs:
-        checked.append(resolve_codec(job, warn))
-        if job.target.exists() and not job.overwrite:
-            raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
-        if job.source.exists() and job.target.resolve() == job.source.resolve():
-            raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
-    return checked
-
-
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")
