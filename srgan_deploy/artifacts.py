@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from srgan_deploy.config import ModelConfig
-from srgan_deploy.errors import ConfigError, EngineError, ExportError
+from srgan_deploy.errors import ConfigError, EngineError, ExportError, ModelError
+from srgan_deploy.spec import ModelSpec
 
 # Video defaults: 8x8 up to 540x960 input, tuned for 480x270 -> 1920x1080. The minimum is small because a
 # frame below it must be padded, and padding changes the output near the padded edges (the network's own
@@ -93,6 +94,19 @@ class ShapeProfile:
     def to_list(self) -> list[list[int]]:
         return [list(self.min), list(self.opt), list(self.max)]
 
+    def fitted(self, spec: ModelSpec) -> ShapeProfile:
+        """This profile as far as the model allows: exactly its static shape, and its batch where that is fixed.
+
+        Why here: an engine's profile outside what the network accepts fails at build time with TensorRT's
+        words about a dimension, not ours about the model."""
+        if spec.static_hw is not None:
+            h, w = spec.static_hw
+            return ShapeProfile.static(spec.batch or min(self.opt[0], self.max[0]), h, w)
+        if spec.batch is not None:
+            b = spec.batch
+            return ShapeProfile((b, *self.min[1:]), (b, *self.opt[1:]), (b, *self.max[1:]))  # type: ignore[arg-type]
+        return self
+
 
 # --------------------------------------------------------------------------- ONNX
 
@@ -108,26 +122,51 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def is_ours(path: Path) -> bool:
+    """An ONNX srgan-deploy exported or wrapped: its metadata carries the model spec (or SRResNet's config)."""
+    meta = read_onnx_metadata(path)
+    return "srgan_deploy.config" in meta or "srgan_deploy.spec" in meta
+
+
+def spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec:
+    """The spec an ONNX written by srgan-deploy carries: a wrapped foreign graph's own, or SRResNet's config."""
+    if "srgan_deploy.spec" in meta:
+        return ModelSpec.from_json(meta["srgan_deploy.spec"])
+    config_json = meta.get("srgan_deploy.config")
+    if config_json is None:
+        raise ModelError(
+            f"{path} has no srgan-deploy metadata; give it with -w and srgan-deploy inspects and wraps it on first use"
+        )
+    return ModelSpec.from_config(ModelConfig.from_json(config_json), meta.get("srgan_deploy.model_name", ""))
+
+
+def _as_spec(value: ModelSpec | ModelConfig) -> ModelSpec:
+    return ModelSpec.from_config(value) if isinstance(value, ModelConfig) else value
+
+
 @dataclass(frozen=True)
 class OnnxModel:
-    """An exported ONNX graph plus the facts the runtime needs from its metadata."""
+    """An ONNX graph srgan-deploy exported or wrapped, plus the model spec its metadata carries."""
 
     path: Path
-    config: ModelConfig
+    spec: ModelSpec
     io: str
     metadata: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", _as_spec(self.spec))  # SRResNet's config is one way to give a spec
+
+    @property
+    def config(self) -> ModelSpec:
+        """The spec, under the name readers used when it could only be SRResNet's config."""
+        return self.spec
 
     @classmethod
     def from_path(cls, path: Path) -> OnnxModel:
         if not path.is_file():
             raise ExportError(f"ONNX file not found: {path}")
         meta = read_onnx_metadata(path)
-        config_json = meta.get("srgan_deploy.config")
-        if config_json is None:
-            raise ExportError(
-                f"{path} was not exported by srgan-deploy (no srgan_deploy.config metadata); export it with srgan-deploy export"
-            )
-        return cls(path, ModelConfig.from_json(config_json), meta.get("srgan_deploy.io", "float32"), meta)
+        return cls(path, spec_from_metadata(meta, path), meta.get("srgan_deploy.io", "float32"), meta)
 
     def require_uint8(self, who: str) -> OnnxModel:
         if self.io != "uint8":
@@ -146,10 +185,18 @@ class EngineArtifact:
 
     path: Path
     flavour: str
-    config: ModelConfig
+    spec: ModelSpec
     profile: ShapeProfile
     precision: str
     sidecar: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", _as_spec(self.spec))
+
+    @property
+    def config(self) -> ModelSpec:
+        """The spec, under the name readers used when it could only be SRResNet's config."""
+        return self.spec
 
     @classmethod
     def from_plan(cls, path: Path) -> EngineArtifact:
@@ -163,9 +210,14 @@ class EngineArtifact:
             spec = meta["spec"]
             prof = spec["profile"]
             profile = ShapeProfile(tuple(prof[0]), tuple(prof[1]), tuple(prof[2]))  # type: ignore[arg-type]
-            config = ModelConfig.from_dict(meta["model"]) if "model" in meta else ModelConfig(scale=int(meta["scale"]))
+            if "model_spec" in meta:  # written since specs exist; older sidecars carry SRResNet's config
+                model = ModelSpec.from_dict(meta["model_spec"])
+            elif "model" in meta:
+                model = ModelSpec.from_config(ModelConfig.from_dict(meta["model"]))
+            else:
+                model = ModelSpec.from_config(ModelConfig(scale=int(meta["scale"])))
             flavour = str(spec.get("flavour", "tensorrt"))
             precision = str(spec["precision"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, ConfigError, ModelError) as exc:
             raise EngineError(f"{sidecar_path} is not a valid engine sidecar ({exc}); rebuild the engine") from exc
-        return cls(path, flavour, config, profile, precision, meta)
+        return cls(path, flavour, model, profile, precision, meta)

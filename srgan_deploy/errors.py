@@ -48,6 +48,11 @@ class UnknownBackendError(SrganDeployError):
     """A backend name that does not exist."""
 
 
+class ModelError(WeightsError):
+    """A model file (-w) the runtime cannot run: unreadable, or its inputs, outputs, shape or scale are outside
+    what the runtime handles."""
+
+
 class ExportError(SrganDeployError):
     """Exporting or verifying a model artifact failed."""
 

@@ -14,6 +14,10 @@ between two frame sizes, so library and weight memory are not counted):
 
 GPU backends plan against device memory with the fp16 activations of the same network (an estimate
 from the architecture: not measured, no GPU was available).
+
+Other networks (``-w any.onnx``) are planned as the SRResNet width whose peak of live activations per
+pixel equals theirs (``ModelSpec.memory_width``, counted on the graph when it is first inspected): the
+slopes above are SRResNet's, and a graph's activation peak is what scales them.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError
+from srgan_deploy.spec import ModelSpec
 
 # bytes per LR input pixel per generator channel, measured (table above); a 15 % margin on top
 PER_CHANNEL = {
@@ -46,10 +50,10 @@ MAX_TILE_BATCH = 8
 TILE_STEP = 16  # tile edges are multiples of this (friendlier to convolution kernels)
 
 
-def bytes_per_pixel(backend: str, precision: str, model: ModelConfig) -> float:
+def bytes_per_pixel(backend: str, precision: str, model: ModelSpec) -> float:
     per_channel = PER_CHANNEL.get((backend, precision), 265.0)
     output = 3.0 * model.scale * model.scale  # the uint8 output frame itself
-    return MARGIN * (per_channel * model.channels + output)
+    return MARGIN * (per_channel * model.memory_width + output)
 
 
 def available_memory() -> int | None:

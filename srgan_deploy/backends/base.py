@@ -19,14 +19,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendStateError, ShapeError
 from srgan_deploy.memory import MAX_TILE_BATCH, MemoryPlan, bytes_per_pixel, default_budget, plan
+from srgan_deploy.spec import ModelSpec
 
 O = TypeVar("O")  # noqa: E741 - the options dataclass of a backend
 
 Notify = Callable[[str], None]
-MemoryCost = Callable[[str, ModelConfig], float]  # (precision, model) -> bytes per LR input pixel
+MemoryCost = Callable[[str, ModelSpec], float]  # (precision, model) -> bytes per LR input pixel
 
 
 def say_on_stderr(message: str) -> None:
@@ -48,7 +48,7 @@ class Backend(ABC, Generic[O]):
     def __init__(self, options: O) -> None:
         self.options = options
         self._is_open = False
-        self._model: ModelConfig | None = None  # set by _open from the artifact it loads
+        self._model: ModelSpec | None = None  # set by _open from the artifact it loads
         self._budget: int | None = None  # resolved once at open: a plan must not drift with free memory
         self.device_label = ""
         # Set by ``registry.create`` from the caller and the backend's entry: a job routes notices into its
@@ -120,7 +120,7 @@ class Backend(ABC, Generic[O]):
 
     # ------------------------------------------------------------ facts of the open model
     @property
-    def model(self) -> ModelConfig:
+    def model(self) -> ModelSpec:
         self._require_open()
         assert self._model is not None
         return self._model

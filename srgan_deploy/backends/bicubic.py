@@ -8,7 +8,7 @@ import numpy as np
 
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.options import BicubicOptions
-from srgan_deploy.config import ModelConfig
+from srgan_deploy.spec import ModelSpec
 
 
 class BicubicBackend(Backend[BicubicOptions]):
@@ -23,7 +23,7 @@ class BicubicBackend(Backend[BicubicOptions]):
         return True, "OpenCV bicubic (no model; for comparison)"
 
     def _open(self) -> None:
-        self._model = ModelConfig(scale=self._load_scale(), channels=1, blocks=0)
+        self._model = ModelSpec.bicubic(self._load_scale())
         self.device_label = "cpu"
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:

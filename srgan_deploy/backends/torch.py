@@ -16,6 +16,7 @@ from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.options import TorchOptions
 from srgan_deploy.errors import BackendUnavailableError
 from srgan_deploy.sources import GeneratorLoader
+from srgan_deploy.spec import ModelSpec
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +74,7 @@ class TorchBackend(Backend[TorchOptions]):
         if self.device.type == "cuda":
             self._cuda_index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         self.net = self._place(DeployGenerator(generator))
-        self._model = self.info.config
+        self._model = ModelSpec.from_config(self.info.config, self.info.name)
         self.device_label = f"{self.device.type} {self.options.precision}"
 
     def _place(self, model: Any) -> Any:

@@ -13,14 +13,20 @@ from pathlib import Path
 
 from srgan_deploy.artifacts import EngineArtifact, OnnxModel, ShapeProfile
 from srgan_deploy.backends.options import TensorRTOptions
-from srgan_deploy.config import ModelConfig
+from srgan_deploy.spec import ModelSpec
 
 GPU_SHARE = 0.6  # of the GPU's total memory, what a runtime-built engine's slots may take by default
 
 
 def profile_for(
-    options: TensorRTOptions, model: ModelConfig | None = None, gpu_memory: int | None = None
+    options: TensorRTOptions, model: ModelSpec | None = None, gpu_memory: int | None = None
 ) -> ShapeProfile:
+    """The profile below, narrowed to what the network takes: exactly its static shape, its fixed batch."""
+    profile = _profile_for(options, model, gpu_memory)
+    return profile.fitted(model) if model is not None else profile
+
+
+def _profile_for(options: TensorRTOptions, model: ModelSpec | None, gpu_memory: int | None) -> ShapeProfile:
     """The optimization profile a runtime-built engine gets: static for --tile, capped for max_shape.
 
     Otherwise the default profile's max shape shrinks, aspect kept, until every slot's execution context
@@ -104,7 +110,7 @@ class EngineFromOnnx:
             model.path,
             self.engine_dir,
             self.options.precision,
-            profile_for(self.options, model.config, gpu_total_memory(self.options.device)),
+            profile_for(self.options, model.spec, gpu_total_memory(self.options.device)),
             "uint8",
             # built for (and, for TensorRT, on) the GPU the backend runs on: --device cuda:N, not GPU 0
             BuildOptions(workspace_mib=self.options.workspace_mib, device=self.options.device, notify=self.notify),

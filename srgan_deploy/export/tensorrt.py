@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from srgan_deploy.artifacts import FLAVOURS, ShapeProfile, read_onnx_metadata
+from srgan_deploy.artifacts import FLAVOURS, ShapeProfile, read_onnx_metadata, spec_from_metadata
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
 from srgan_deploy.files import atomic_write_bytes, atomic_write_text, file_lock
 from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, import_flavour_module, make_logger, sm_name
+from srgan_deploy.spec import ModelSpec
 from srgan_deploy.weights import file_sha256
 
 if TYPE_CHECKING:
@@ -469,16 +470,25 @@ def _build(
             options.timing_cache = engine_dir / f"timing-{gpu}-{spec.tensorrt_version}.cache"
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
     result = build_serialized(flav, source, spec, options, paths.log)
-    meta = read_onnx_metadata(onnx_path)
-    config = ModelConfig.from_json(meta.get("srgan_deploy.config", "{}"))
+    model = _model_spec(onnx_path)
     extra = {
         "onnx": str(onnx_path),
         "source_onnx": str(source),
-        "scale": config.scale,
-        "model": json.loads(config.to_json()),
-        "receptive_radius": config.receptive_radius,
+        "scale": model.scale,
+        **({"model": json.loads(model.config.to_json())} if model.config is not None else {}),
+        "model_spec": model.to_dict(),
+        "receptive_radius": model.overlap,
         "build_seconds": round(result.seconds, 2),
         "inputs": [asdict(t) for t in result.inputs],
         "outputs": [asdict(t) for t in result.outputs],
     }
     write_engine(paths, spec, result.plan, extra)
+
+
+def _model_spec(onnx_path: Path) -> ModelSpec:
+    """The spec the graph's metadata carries; a graph without any is taken for the default SRResNet (as
+    before specs existed), so a hand-made ONNX still builds."""
+    meta = read_onnx_metadata(onnx_path)
+    if "srgan_deploy.spec" in meta or "srgan_deploy.config" in meta:
+        return spec_from_metadata(meta, onnx_path)
+    return ModelSpec.from_config(ModelConfig())
