@@ -16,6 +16,7 @@ import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel
 from srgan_deploy.backends.base import Backend, check_frames
+from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OpenVinoOptions
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import ExportError, ShapeError
@@ -80,7 +81,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         self._requests = [self.compiled.create_infer_request() for _ in range(self.options.requests)]
         threads = self.compiled.get_property(props.inference_num_threads)
         self.device_label = f"cpu x{threads} {self.options.precision}"
-        self._model = self.onnx.config
+        self._model = self.onnx.spec
 
     def _run(self, request: Any, frames: np.ndarray) -> np.ndarray:
         try:
@@ -91,20 +92,29 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
             ) from exc
         return np.array(request.get_output_tensor(0).data, copy=True)
 
+    def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
+        """A network that takes one shape gets tiles of exactly that shape; others follow the memory plan."""
+        if self.model.static_hw is not None:
+            return static_tile(self.model, height, width)
+        return super()._tile_size(height, width)
+
     def _infer(self, frames: np.ndarray) -> np.ndarray:
+        if needs_fitting(self.model, frames):  # a static-shape or fixed-batch network
+            return run_fitted(frames, self.model, self._infer)
         return self._run(self._requests[0], frames)
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Up to ``requests`` batches in flight (async infer requests); results in input order.
 
-        Frames that need tiling go through ``upscale`` one at a time, after what is in flight."""
+        Frames that need tiling (or padding to a static network's shape) go through ``upscale`` one at a
+        time, after what is in flight."""
         self._require_open()
         pending: deque[Any] = deque()
         k = len(self._requests)
         try:
             for i, raw in enumerate(batches):
                 batch = check_frames(raw)
-                if self._tile_size(batch.shape[1], batch.shape[2]) is not None:
+                if self._tile_size(batch.shape[1], batch.shape[2]) is not None or needs_fitting(self.model, batch):
                     while pending:
                         yield self._finish(pending.popleft())
                     yield self.upscale(batch)

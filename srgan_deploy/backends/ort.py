@@ -16,6 +16,7 @@ import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel, ShapeProfile
 from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, ExportError, OutputError, ShapeError
@@ -75,7 +76,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             # onnxruntime builds and caches its own TensorRT engines for the graph (or the parts of it
             # TensorRT takes); CUDA then CPU run whatever is left. The explicit profile is the one our own
             # engines use, so a new frame or tile size inside it does not rebuild an engine mid-video.
-            lo, opt, hi = TRT_PROFILE.tensor_shapes("uint8")
+            lo, opt, hi = self._trt_profile().tensor_shapes("uint8")
             root = cache_dir(self.options.cache_dir) / "ort-tensorrt"
             # the provider creates only the last folder of the path (its create_directory is not recursive)
             # and, when that fails, onnxruntime quietly runs the graph on CUDA instead: make every level
@@ -104,6 +105,10 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                 )
             )
         return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+    def _trt_profile(self) -> ShapeProfile:
+        """The provider's profile: ours, narrowed to the model's static shape or fixed batch."""
+        return TRT_PROFILE.fitted(self.onnx.spec) if self.onnx is not None else TRT_PROFILE
 
     @property
     def device_index(self) -> int:
@@ -137,7 +142,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         asked = self.providers[0] if isinstance(self.providers[0], str) else self.providers[0][0]
         self.provider = loaded
         self.on_gpu = loaded != "CPUExecutionProvider"
-        self.trt_profile = TRT_PROFILE if loaded == "TensorrtExecutionProvider" else None
+        self.trt_profile = self._trt_profile() if loaded == "TensorrtExecutionProvider" else None
         short = loaded.replace("ExecutionProvider", "")
         self.device_label = f"cuda:{self.device_index} {short}" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
         if loaded != asked:
@@ -145,7 +150,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                 f"onnxruntime asked for {asked.replace('ExecutionProvider', '')} but runs on {short} "
                 "(that provider failed to load; onnxruntime's log says why)"
             )
-        self._model = self.onnx.config
+        self._model = self.onnx.spec
 
     @staticmethod
     def _cpu_graph(path: Any) -> tuple[bytes, int]:
@@ -161,7 +166,10 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         """The memory plan's tile (or the user's --tile), clamped into the TensorRT provider's profile on
         each axis: at most its max (a larger tile is an error there), at least its min (a smaller one
-        would only be padded up again). Frames larger than the profile are tiled even when memory allows."""
+        would only be padded up again). Frames larger than the profile are tiled even when memory allows.
+        A network that takes one shape gets tiles of exactly that shape."""
+        if self.model.static_hw is not None:
+            return static_tile(self.model, height, width)
         tile = super()._tile_size(height, width)
         profile = self.trt_profile
         if profile is None:
@@ -175,6 +183,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         return (max(min_h, min(th, max_h)), max(min_w, min(tw, max_w)))
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
+        if needs_fitting(self.model, frames):  # a static-shape or fixed-batch network
+            return run_fitted(frames, self.model, self._infer)
         profile = self.trt_profile
         if profile is None:
             return self._run(frames)

@@ -9,6 +9,7 @@ built from (TensorRT >= 11 has no other way to run FP16).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,20 +22,82 @@ if TYPE_CHECKING:
     import onnx
 
 CORE_OPS = frozenset({"Conv", "PRelu", "Add", "DepthToSpace"})
+# A foreign network's body (a graph srgan-deploy wrapped, export/wrap.py) has more kinds of layers. These run
+# in float16 there when every input and output of the node is a float32 tensor (never a shape computation) and
+# the node is not one of the wrapper's own ``srgan_io/`` nodes, which stay float32 like our pre/post-processing.
+FOREIGN_CORE_OPS = CORE_OPS | {
+    "ConvTranspose",
+    "Sub",
+    "Mul",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Concat",
+    "SpaceToDepth",
+}
+WRAPPER_PREFIX = "srgan_io/"
 # bump when convert_core_to_fp16 changes: it names the cached fp16-core graphs, so stale ones are not reused
 CONVERTER_VERSION = 1
 
 
 def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy whose CORE_OPS run in float16 with Casts at the boundaries."""
+    """Return a copy whose CORE_OPS run in float16 with Casts at the boundaries.
+
+    A wrapped foreign graph (its metadata carries a model spec) converts its body's layers instead; one that
+    is float16 already is returned as it is (its body was made to run in float16 by its authors)."""
+    import onnx
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "srgan_deploy.spec" not in meta:
+        return _convert(model, lambda node: node.op_type in CORE_OPS, foreign=False)
+    from srgan_deploy.spec import ModelSpec
+
+    if ModelSpec.from_json(meta["srgan_deploy.spec"]).dtype == "float16":
+        return onnx.ModelProto.FromString(model.SerializeToString())
+    types = _float_tensors(model)
+
+    def is_core(node: onnx.NodeProto) -> bool:
+        if node.op_type not in FOREIGN_CORE_OPS or node.name.startswith(WRAPPER_PREFIX):
+            return False
+        return all(not name or name in types for name in (*node.input, *node.output))
+
+    return _convert(model, is_core, foreign=True)
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the float32 tensors (values, initializers, Constant outputs) by ONNX's type inference."""
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    floats = {
+        v.name
+        for v in (*graph.value_info, *graph.input, *graph.output)
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
+    floats |= {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    for node in graph.node:
+        value = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
+        if value is not None and value.type == onnx.AttributeProto.TENSOR and value.t.data_type == TensorProto.FLOAT:
+            floats.update(node.output)
+    return floats
+
+
+def _convert(model: onnx.ModelProto, is_core: Callable[[onnx.NodeProto], bool], foreign: bool) -> onnx.ModelProto:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    core = [n for n in graph.node if n.op_type in CORE_OPS]
+    nodes = list(graph.node)  # held, so each node keeps one Python object (its id marks it as core)
+    core_ids = {id(n) for n in nodes if is_core(n)}
+    core = [n for n in nodes if id(n) in core_ids]
     if not core:
         raise ExportError("the ONNX graph has no convolution layers to convert to FP16")
+    if foreign:
+        _split_shared_initializers(graph, nodes, core_ids)
     produced_in_core = {o for n in core for o in n.output}
     init_names = {i.name for i in graph.initializer}
     used_by_core = {i for n in core for i in n.input}
@@ -43,8 +106,8 @@ def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
     new_nodes: list[onnx.NodeProto] = []
     to_half: dict[str, str] = {}
-    for node in graph.node:
-        if node.op_type in CORE_OPS:
+    for node in nodes:
+        if id(node) in core_ids:
             for k, name in enumerate(node.input):
                 if name and name not in produced_in_core and name not in init_names:
                     if name not in to_half:
@@ -59,19 +122,17 @@ def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             new_nodes.append(node)
     # tensors leaving the core: rename the producer's output, cast back under the original name
-    consumers_outside = {i for n in graph.node if n.op_type not in CORE_OPS for i in n.input} | {
-        o.name for o in graph.output
-    }
+    consumers_outside = {i for n in nodes if id(n) not in core_ids for i in n.input} | {o.name for o in graph.output}
     final: list[onnx.NodeProto] = []
     for node in new_nodes:
         final.append(node)
-        if node.op_type in CORE_OPS:
+        if id(node) in core_ids:
             for k, name in enumerate(node.output):
                 if name in consumers_outside:
                     half = f"{name}__fp16"
                     node.output[k] = half
                     for other in new_nodes:
-                        if other.op_type in CORE_OPS:
+                        if id(other) in core_ids:
                             for j, inp in enumerate(other.input):
                                 if inp == name:
                                     other.input[j] = half
@@ -81,9 +142,28 @@ def convert_core_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(final)
     del graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=not foreign)  # a foreign op may not infer
     onnx.checker.check_model(model)
     return model
+
+
+def _split_shared_initializers(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], core_ids: set[int]) -> None:
+    """An initializer read by a float16 layer and by a float32 one gets a float16 copy of its own for the
+    float16 readers (converting it in place would hand the float32 reader half-precision values)."""
+    from onnx import TensorProto
+
+    outside = {name for n in nodes if id(n) not in core_ids for name in n.input}
+    inside = {name for n in nodes if id(n) in core_ids for name in n.input}
+    for init in list(graph.initializer):
+        if init.name in outside and init.name in inside and init.data_type == TensorProto.FLOAT:
+            copy = graph.initializer.add()
+            copy.CopyFrom(init)
+            copy.name = f"{init.name}__core"
+            for node in nodes:
+                if id(node) in core_ids:
+                    for k, name in enumerate(node.input):
+                        if name == init.name:
+                            node.input[k] = copy.name
 
 
 def write_fp16_onnx(src: Path, dst: Path) -> Path:

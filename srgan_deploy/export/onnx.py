@@ -37,7 +37,7 @@ class OnnxArtifact:
     path: Path
     io: str
     scale: int
-    weights: WeightsInfo
+    weights: WeightsInfo | None  # None: the wrapped graph of an ONNX file, not exported from weights
     sha256: str
 
 

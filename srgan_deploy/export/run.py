@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
@@ -18,6 +20,7 @@ from srgan_deploy.weights import read_info
 
 FORMATS = ("onnx", "tensorrt", "tensorrt-rtx", "all")
 Notify = Callable[[str], None]
+Reference = Callable[[np.ndarray], np.ndarray]  # uint8 NHWC frames -> the upscaled frames they should give
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,17 @@ def _check_writable(folder: Path) -> None:
 
 
 def verify_engine(
-    plan: Path, weights: str | None, profile: ShapeProfile, precision: str, flavour: str, device: int = 0
+    plan: Path,
+    weights: str | None,
+    profile: ShapeProfile,
+    precision: str,
+    flavour: str,
+    device: int = 0,
+    reference: Reference | None = None,
+    against: str = "PyTorch",
 ) -> list[Parity]:
-    """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile; FP16 must reach the PSNR budget."""
+    """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile, or vs ``reference`` (a foreign
+    network's original graph on onnxruntime); FP16 must reach the PSNR budget."""
     from srgan_deploy.artifacts import EngineArtifact
     from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
     from srgan_deploy.backends.trt import TensorRTBackend, TensorRTRtxBackend
@@ -97,20 +108,32 @@ def verify_engine(
     )
     with backend as engine:
         run = engine.upscale
+        expected = reference or torch_reference(weights, "uint8")
         if precision == "fp32":
-            return check_parity(run, torch_reference(weights, "uint8"), "uint8", shapes, what="TensorRT engine")
-        reference = torch_reference(weights, "uint8")
+            return check_parity(run, expected, "uint8", shapes, what="TensorRT engine")
         from srgan_deploy.export.verify import compare
 
         for k, shape in enumerate(shapes):
             frames = make_input(shape, seed=k)
-            result = compare(reference(frames), run(frames), shape, 255.0)
+            result = compare(expected(frames), run(frames), shape, 255.0)
             results.append(result)
             if result.psnr < FP16_BUDGET_DB:
                 raise ParityError(
-                    f"FP16 engine PSNR {result.psnr:.1f} dB vs PyTorch is below the {FP16_BUDGET_DB:.0f} dB budget at {result.line()}"
+                    f"FP16 engine PSNR {result.psnr:.1f} dB vs {against} is below the {FP16_BUDGET_DB:.0f} dB budget at {result.line()}"
                 )
     return results
+
+
+def _check_flavour(request: ExportRequest) -> None:
+    """Fail early, before any work, when the TensorRT module is missing or full TensorRT has no GPU."""
+    if request.wants_tensorrt:
+        from srgan_deploy.export.tensorrt import Flavour
+
+        flavour_check = Flavour.load(request.flavour)
+        if not request.targets:
+            flavour_check.default_targets(request.device)
+        if request.io != "uint8":
+            raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
 
 
 def run_export(
@@ -118,17 +141,13 @@ def run_export(
     notify: Notify = lambda msg: None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> ExportReport:
-    from srgan_deploy.cache import cache_dir
+    from srgan_deploy.sources import OnnxFile, model_source
 
+    source = model_source(request.weights)
+    if isinstance(source, OnnxFile):
+        return _export_onnx_file(request, source.path, notify, on_progress)
     info = read_info(request.weights)  # fails early on a bad weights file
-    if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import Flavour
-
-        flavour_check = Flavour.load(request.flavour)  # fails early, before any work, when the module is missing
-        if not request.targets:
-            flavour_check.default_targets(request.device)  # ... or when full TensorRT has no GPU to build for
-        if request.io != "uint8":
-            raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
+    _check_flavour(request)
     _check_writable(request.out_dir)
     report = ExportReport()
     name = info.name
@@ -140,8 +159,6 @@ def run_export(
         for parity in report.onnx_parity:
             notify(f"  onnxruntime vs PyTorch {parity.line()}")
     if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import BuildOptions, get_engine
-
         if request.precision == "fp16":
             report.fp16 = measure_fp16(info.path, {**stress_images(), "natural": make_input((1, 64, 64), 7)[0]})
             worst = min(report.fp16.psnr, key=lambda k: report.fp16.psnr[k] if report.fp16 else 0.0)
@@ -150,61 +167,163 @@ def run_export(
                 f"{report.fp16.min_psnr:.1f} dB at worst ('{worst}'), activations peak at {report.fp16.peak_activation:.1f} "
                 f"({report.fp16.headroom:.0f}x below the float16 limit)"
             )
-        engine_dir = request.engine_dir or cache_dir() / "engines"
-        options = BuildOptions(
-            workspace_mib=request.workspace_mib,
-            targets=request.targets,
-            device=request.device,
-            on_progress=on_progress,
-            notify=notify,
+        weights = str(info.path)
+        _export_engine(
+            request,
+            onnx_path,
+            name,
+            request.profile,
+            lambda profile: verify_engine(
+                report_engine(report), weights, profile, request.precision, request.flavour, request.device
+            ),
+            "PyTorch",
+            report,
+            notify,
+            on_progress,
         )
-        flavour = request.flavour
-        plan, spec, built = get_engine(
-            onnx_path, engine_dir, request.precision, request.profile, "uint8", options, name=name, flavour=flavour
-        )
-        report.engine_built = built
-        if not built:
-            notify(f"{flavour} engine taken from the cache: {plan}")
-        kind = "rtx-" if flavour == "tensorrt-rtx" else ""
-        target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
-        for src, dst in ((plan, target), (plan.with_suffix(".json"), target.with_suffix(".json"))):
-            atomic_write_bytes(dst, src.read_bytes())
-        report.engine = target
-        where = ", ".join(s[2:] for s in spec.targets)
-        notify(
-            f"{flavour} engine written: {target} ({flavour} {spec.tensorrt_version}, {spec.gpu_name}, "
-            f"sm {where}, profile {spec.profile.to_list()}, {target.stat().st_size / 1e6:.1f} MB)"
-        )
-        if request.verify:
-            from srgan_deploy.gpu.cuda_rt import device_count
+    _export_triton(request, onnx_path, name, request.profile, report, notify)
+    return report
 
-            # no extra deserialize to ask "is there a GPU": verify_engine deserializes the plan itself
-            try:
-                gpus = device_count()
-            except (BackendUnavailableError, EngineError):
-                gpus = 0
-            if gpus <= request.device:
-                notify(
-                    "  engine not executed: no CUDA GPU here. Checked: NVIDIA's parser and builder accepted the graph; "
-                    "parity is checked on first use on a GPU with srgan-deploy bench"
-                )
-            else:
-                report.engine_parity = verify_engine(
-                    target, str(info.path), request.profile, request.precision, flavour, request.device
-                )
-                for parity in report.engine_parity:
-                    notify(f"  {flavour} vs PyTorch {parity.line()}")
-    if request.triton_repo is not None:
-        from srgan_deploy.export.triton import write_model
 
-        report.triton.append(
-            write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None)
-        )
-        if report.engine is not None and request.flavour == "tensorrt":  # Triton's tensorrt_plan is full TensorRT
-            report.triton.append(
-                write_model(
-                    request.triton_repo, name.replace("-", "_"), "tensorrt", report.engine, "uint8", request.profile
-                )
+def report_engine(report: ExportReport) -> Path:
+    assert report.engine is not None
+    return report.engine
+
+
+def _export_engine(
+    request: ExportRequest,
+    onnx_path: Path,
+    name: str,
+    profile: ShapeProfile,
+    verify: Callable[[ShapeProfile], list[Parity]],
+    against: str,
+    report: ExportReport,
+    notify: Notify,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Build (or take from the cache) the engine of ``onnx_path``, copy it out, and run it where a GPU is."""
+    from srgan_deploy.cache import cache_dir
+    from srgan_deploy.export.tensorrt import BuildOptions, get_engine
+
+    engine_dir = request.engine_dir or cache_dir() / "engines"
+    options = BuildOptions(
+        workspace_mib=request.workspace_mib,
+        targets=request.targets,
+        device=request.device,
+        on_progress=on_progress,
+        notify=notify,
+    )
+    flavour = request.flavour
+    plan, spec, built = get_engine(
+        onnx_path, engine_dir, request.precision, profile, "uint8", options, name=name, flavour=flavour
+    )
+    report.engine_built = built
+    if not built:
+        notify(f"{flavour} engine taken from the cache: {plan}")
+    kind = "rtx-" if flavour == "tensorrt-rtx" else ""
+    target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
+    for src, dst in ((plan, target), (plan.with_suffix(".json"), target.with_suffix(".json"))):
+        atomic_write_bytes(dst, src.read_bytes())
+    report.engine = target
+    where = ", ".join(s[2:] for s in spec.targets)
+    notify(
+        f"{flavour} engine written: {target} ({flavour} {spec.tensorrt_version}, {spec.gpu_name}, "
+        f"sm {where}, profile {spec.profile.to_list()}, {target.stat().st_size / 1e6:.1f} MB)"
+    )
+    if request.verify:
+        from srgan_deploy.gpu.cuda_rt import device_count
+
+        # no extra deserialize to ask "is there a GPU": verify_engine deserializes the plan itself
+        try:
+            gpus = device_count()
+        except (BackendUnavailableError, EngineError):
+            gpus = 0
+        if gpus <= request.device:
+            notify(
+                "  engine not executed: no CUDA GPU here. Checked: NVIDIA's parser and builder accepted the graph; "
+                "parity is checked on first use on a GPU with srgan-deploy bench"
             )
-        notify(f"Triton model repository: {request.triton_repo} ({', '.join(p.name for p in report.triton)})")
+        else:
+            report.engine_parity = verify(profile)
+            for parity in report.engine_parity:
+                notify(f"  {flavour} vs {against} {parity.line()}")
+
+
+def _export_triton(
+    request: ExportRequest, onnx_path: Path, name: str, profile: ShapeProfile, report: ExportReport, notify: Notify
+) -> None:
+    if request.triton_repo is None:
+        return
+    from srgan_deploy.export.triton import write_model
+
+    report.triton.append(write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None))
+    if report.engine is not None and request.flavour == "tensorrt":  # Triton's tensorrt_plan is full TensorRT
+        report.triton.append(
+            write_model(request.triton_repo, name.replace("-", "_"), "tensorrt", report.engine, "uint8", profile)
+        )
+    notify(f"Triton model repository: {request.triton_repo} ({', '.join(p.name for p in report.triton)})")
+
+
+def _export_onnx_file(
+    request: ExportRequest,
+    path: Path,
+    notify: Notify,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> ExportReport:
+    """An ONNX given with -w: ours as it is, any other network wrapped into the uint8 boundary (and checked
+    against its original graph); the engine is built from that graph and checked against the original."""
+    from srgan_deploy.cache import cache_dir
+    from srgan_deploy.export.foreign import OriginalReference, load_model, verify_wrapped
+    from srgan_deploy.export.verify import ort_runner
+    from srgan_deploy.sources import resolve_onnx
+    from srgan_deploy.weights import file_sha256
+
+    if request.io != "uint8":
+        raise ConfigError(
+            f"--io {request.io} exports .safetensors weights; an ONNX file is exported with the uint8 boundary "
+            "(--io uint8), its own float graph is the file given"
+        )
+    _check_flavour(request)
+    model = resolve_onnx(path, cache_dir(), notify)  # a foreign graph: inspected, wrapped, verified once
+    foreign = model.path.resolve() != path.resolve()
+    _check_writable(request.out_dir)
+    spec = model.spec
+    name = model.metadata.get("srgan_deploy.model_name", path.stem)
+    onnx_path = request.out_dir / f"{name}-uint8.onnx"
+    if onnx_path.resolve() != model.path.resolve():
+        atomic_write_bytes(onnx_path, model.path.read_bytes())
+    sha = file_sha256(onnx_path)
+    report = ExportReport(onnx=OnnxArtifact(onnx_path, "uint8", spec.scale, None, sha))
+    what = f"the uint8 boundary around {path.name}" if foreign else path.name
+    notify(f"ONNX written: {onnx_path} ({what}: {spec.describe()}, sha256 {sha[:12]})")
+    against = "the original graph on onnxruntime" if foreign else "onnxruntime"
+    reference: Reference = OriginalReference(load_model(path), spec) if foreign else ort_runner(onnx_path)
+    if request.verify and foreign:
+        report.onnx_parity = verify_wrapped(load_model(path), onnx_path, spec)
+        for parity in report.onnx_parity:
+            notify(f"  wrapped vs original on onnxruntime {parity.line()}")
+    profile = request.profile.fitted(spec)
+    if request.wants_tensorrt:
+        if profile != request.profile:
+            notify(f"{name} takes one input shape or batch size: the engine's profile is {profile.to_list()}")
+        if request.precision == "fp16":
+            body = "already float16" if spec.dtype == "float16" else "converted to float16"
+            notify(
+                f"FP16 budget: engine must reach >= {FP16_BUDGET_DB:.0f} dB PSNR vs {against} "
+                f"(the network's body {body}, the boundary float32)"
+            )
+        _export_engine(
+            request,
+            onnx_path,
+            name,
+            profile,
+            lambda p: verify_engine(
+                report_engine(report), None, p, request.precision, request.flavour, request.device, reference, against
+            ),
+            against,
+            report,
+            notify,
+            on_progress,
+        )
+    _export_triton(request, onnx_path, name, profile, report, notify)
     return report
