@@ -236,6 +236,8 @@ def test_gpu_backends_match_torch_inside_the_rules(
     with backend:
         out = backend.upscale(frames)
         streamed = [out[:1], out] if big else list(backend.upscale_many([frames[:1], frames]))
+        if model == "srgan-x4":  # 1.3 GB of host-budget estimate per 416x704 tile: still several per call
+            assert backend._tiles_per_call(416, 704) >= 2
         tile = options.get("tile")
         padded = tile is not None and min(shape[1:]) < tile
         margin = backend.overlap * backend.scale if padded else 0
@@ -297,7 +299,7 @@ def test_the_rtx_runtime_config_outlives_its_context_and_graphs_are_the_runtimes
     assert not gpu.errors, gpu.errors
 
 
-def test_static_tensorrt_engines_replay_cuda_graphs(gpu: StandinGPU, tiny_weights: Path, cache_dir: Path) -> None:
+def test_tensorrt_engines_replay_cuda_graphs_per_shape(gpu: StandinGPU, tiny_weights: Path, cache_dir: Path) -> None:
     frames = frames_of(1, 64, 64)
     with make_backend("tensorrt", tiny_weights, cache_dir=cache_dir, device="cuda", tile=64, slots=1) as backend:
         outs = [backend.upscale(frames) for _ in range(4)]
@@ -321,10 +323,10 @@ def test_k_batches_stay_in_flight_while_the_consumer_works(
 def test_a_refused_shape_enqueues_nothing_and_says_what_tensorrt_said(
     gpu: StandinGPU, tiny_weights: Path, cache_dir: Path
 ) -> None:
-    with make_backend("tensorrt", tiny_weights, cache_dir=cache_dir, device="cuda", slots=1, tile=64) as backend:
-        slot = backend.pipeline.slots[0]  # type: ignore[attr-defined]
+    with make_backend("tensorrt", tiny_weights, cache_dir=cache_dir, device="cuda", slots=1, max_shape=(48, 64)) as b:
+        slot = b.pipeline.slots[0]  # type: ignore[attr-defined]
         with pytest.raises(ShapeError, match=r"TensorRT: .*outside the optimization profile"):
-            slot.start(np.zeros((1, 32, 32, 3), np.uint8))  # the static engine takes exactly 64x64
+            slot.start(np.zeros((1, 8, 8, 3), np.uint8))  # the profile starts at 16x16
         assert slot.stream.raw.submitted == 0, "a copy was enqueued for a shape the engine refuses"
 
 
@@ -348,28 +350,32 @@ def test_results_outlive_close_and_a_late_generator_touches_no_freed_memory(
     gpu.assert_released()
 
 
-def test_a_small_gpu_gets_a_profile_that_fits_and_a_big_plan_fewer_slots(
+def test_the_gpu_size_shapes_the_profile_and_a_big_plan_gets_fewer_slots(
     monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    install(monkeypatch)  # 24 GiB: the default profile
-    with make_backend("tensorrt", tiny_weights, cache_dir=tmp_path / "big", device="cuda", slots=3) as backend:
-        plan = backend.artifact.path  # type: ignore[attr-defined]
-        assert backend.profile.max == (1, 540, 960)  # type: ignore[attr-defined]
-    gpu = install(monkeypatch, [DeviceSpec(memory=400 * 2**20)])
     frames = frames_of(1, 64, 64)
-    with make_backend("tensorrt", tiny_weights, cache_dir=tmp_path / "small", device="cuda", slots=3) as backend:
-        assert backend.profile.max[1] < 540  # type: ignore[attr-defined]
-        assert len(backend.pipeline.slots) == 3  # type: ignore[attr-defined]
-        out = backend.upscale(frames)
-    check_parity(out, reference(tiny_weights, frames))
-    with make_backend("tensorrt", plan, device="cuda", slots=3) as backend:  # the big plan: fewer slots, said
+    sizes = {}
+    for memory in (24 * 2**30, 2 * 2**30, 400 * 2**20):
+        gpu = install(monkeypatch, [DeviceSpec(memory=memory)])
+        cache = tmp_path / str(memory)
+        with make_backend("tensorrt", tiny_weights, cache_dir=cache, device="cuda", slots=3) as backend:
+            sizes[memory] = backend.profile.max[1:]  # type: ignore[attr-defined]
+            assert len(backend.pipeline.slots) == 3  # type: ignore[attr-defined]
+            check_parity(backend.upscale(frames), reference(tiny_weights, frames))
+            if memory == 24 * 2**30:
+                big_plan = backend.artifact.path  # type: ignore[attr-defined]
+        gpu.assert_released()
+    assert sizes[24 * 2**30] == (1088, 1920)  # 1080p input runs whole
+    assert sizes[2 * 2**30] == (540, 960)
+    assert sizes[400 * 2**20][0] < 540
+    install(monkeypatch, [DeviceSpec(memory=2 * 2**30)])
+    with make_backend("tensorrt", big_plan, device="cuda", slots=3) as backend:  # fewer slots, and said
         assert len(backend.pipeline.slots) == 1  # type: ignore[attr-defined]
-        assert np.array_equal(backend.upscale(frames), out)
+        check_parity(backend.upscale(frames), reference(tiny_weights, frames))
     assert "holds 1 of 3 slots" in capsys.readouterr().err
-    gpu.assert_released()
-    install(monkeypatch, [DeviceSpec(memory=64 * 2**20)])
+    install(monkeypatch, [DeviceSpec(memory=256 * 2**20)])
     with pytest.raises(EngineError, match="smaller --max-shape"):
-        make_backend("tensorrt", plan, device="cuda").open()
+        make_backend("tensorrt", big_plan, device="cuda").open()
 
 
 def test_a_plan_for_another_gpu_is_refused_with_tensorrts_words(
@@ -459,3 +465,30 @@ def test_export_with_verification_on_a_gpu_deserializes_the_plan_at_most_twice(
     assert result.exit_code == 0, result.output
     assert "taken from the cache" in result.output
     assert gpu.flavours["tensorrt"].deserialized - first <= 2, "cache check + verification, nothing more"
+
+
+def test_frames_beyond_the_profile_get_the_fewest_pixels_of_tiles_and_keep_the_slots_busy(
+    gpu: StandinGPU, micro_weights: Path, cache_dir: Path
+) -> None:
+    from srgan_deploy.tiling import TilePlan
+
+    frames = frames_of(1, 1080, 1920)
+    opts = {"cache_dir": cache_dir, "device": "cuda", "max_shape": (540, 960), "slots": 2}
+    with make_backend("tensorrt", micro_weights, **opts) as backend:
+        tile = backend._tile_size(1080, 1920)
+        assert tile is not None and tile[0] <= 540 and tile[1] <= 960
+        plan = TilePlan.for_frame(1080, 1920, tile, backend.overlap)
+        computed = plan.count * tile[0] * tile[1]
+        assert computed <= 1.2 * 1080 * 1920, f"{tile}: {computed / (1080 * 1920):.2f}x the frame's pixels"
+        depth: list[int] = []
+        streams = [slot.stream.raw for slot in backend.pipeline.slots]  # type: ignore[attr-defined]
+        original = gpu.cudart.run_until
+
+        def watch(stream: Any, target: int) -> None:
+            depth.append(sum(s.submitted - s.done > 0 for s in streams))
+            original(stream, target)
+
+        gpu.cudart.run_until = watch  # type: ignore[method-assign]
+        out = backend.upscale(frames)
+    check_parity(out, reference(micro_weights, frames))
+    assert max(depth) == 2, "tiles of one frame went through the slots one at a time"

@@ -199,9 +199,13 @@ class Backend(ABC, Generic[O]):
         from srgan_deploy.tiling import TilePlan, upscale_tiled
 
         th, tw = (tile, tile) if isinstance(tile, int) else tile
-        batch = max(1, min(MAX_TILE_BATCH, int(self.memory_budget // (th * tw * self.bytes_per_pixel))))
+        batch = self._tiles_per_call(th, tw)
         tiles = TilePlan.for_frame(h, w, tile, self.overlap)
         return upscale_tiled(frames, tiles, self._infer, self.scale, batch)
+
+    def _tiles_per_call(self, tile_h: int, tile_w: int) -> int:
+        """How many tiles one inference call takes: as many as the memory budget holds (at most 8)."""
+        return max(1, min(MAX_TILE_BATCH, int(self.memory_budget // (tile_h * tile_w * self.bytes_per_pixel))))
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale a stream of batches, results in order. GPU backends override this to keep

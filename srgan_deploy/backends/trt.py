@@ -10,7 +10,6 @@ cache dir so that happens once per GPU, not once per run.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +21,7 @@ from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, EngineError, ShapeError
+from srgan_deploy.files import atomic_write_bytes, file_lock
 from srgan_deploy.gpu.inflight import SlotPipeline
 from srgan_deploy.sources import EngineLoader
 
@@ -112,19 +112,21 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         self.engine = engine
         self.artifact = artifact
         self._model = artifact.config
-        use_graphs = artifact.profile.is_static and self._own_graphs
-        count = self._slot_count(engine, artifact)
+        use_graphs = self._own_graphs  # per shape, after one plain run of it (tiles and video frames repeat one)
         slots: list[Any] = []
-        try:
-            for _ in range(count):
-                context, keep = self._context(engine)
-                compute = TensorRTCompute(
-                    context, "input", "output", use_graphs, self._notify, artifact.config.scale, self._said, keep
-                )
-                slots.append(CudaSlot(compute, artifact.profile.max, artifact.config.scale))
-        except BaseException:
-            close_all(slots)  # a partly built slot list frees what it has; the original error stays first
-            raise
+        # workers sharing a GPU take turns between reading its free memory and taking it
+        with file_lock(cache_dir(self.options.cache_dir) / "locks" / f"cuda{self.options.device}.lock"):
+            count = self._slot_count(engine, artifact)
+            try:
+                for _ in range(count):
+                    context, keep = self._context(engine)
+                    compute = TensorRTCompute(
+                        context, "input", "output", use_graphs, self._notify, artifact.config.scale, self._said, keep
+                    )
+                    slots.append(CudaSlot(compute, artifact.profile.max, artifact.config.scale))
+            except BaseException:
+                close_all(slots)  # a partly built slot list frees what it has; the original error stays first
+                raise
         self.pipeline = SlotPipeline(slots)
         self.device_label = f"cuda:{self.options.device} {artifact.precision}"
 
@@ -195,15 +197,20 @@ class TensorRTBackend(Backend[TensorRTOptions]):
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         """Tiles follow the engine's profile, not the host's memory budget: a context's GPU memory is
         allocated for the profile's max shape when it is made, so a frame that fits the profile costs
-        nothing more whole, and cutting it would only add overlap work. A frame larger than the profile
-        is cut into tiles of at most its max (per axis); a --tile is clamped into [min, max] per axis."""
+        nothing more whole, and cutting it would only add overlap work. A larger frame is cut, per axis, into
+        the fewest tiles that fit the profile's max and compute the fewest pixels (overlaps are computed
+        twice; a 1080p frame on a 540x960 profile: 3x3 tiles of 416x704, not of 540x960). A static profile
+        takes exactly its shape; a --tile is clamped into [min, max] per axis."""
         profile = self.profile
         (_, min_h, min_w), (_, max_h, max_w) = profile.min, profile.max
         tile = self.options.tile
-        if tile is None:
+        if tile is None or profile.is_static:
             if height <= max_h and width <= max_w:
                 return None  # one call; _infer pads a frame below the profile's minimum
-            th, tw = min(height, max_h), min(width, max_w)
+            if profile.is_static:
+                th, tw = min(height, max_h), min(width, max_w)
+            else:
+                th, tw = self._axis_tile(height, max_h), self._axis_tile(width, max_w)
         else:
             if height <= tile and width <= tile and height <= max_h and width <= max_w:
                 return None
@@ -219,6 +226,32 @@ class TensorRTBackend(Backend[TensorRTOptions]):
                     f"frame with this model's {self.overlap}px overlap; rebuild with a larger --max-shape"
                 )
         return (th, tw)
+
+    def _axis_tile(self, length: int, limit: int) -> int:
+        """The tile edge along one axis: the fewest tiles within ``limit``, equal in size (rounded up to 16)."""
+        from srgan_deploy.memory import TILE_STEP
+
+        if length <= limit:
+            return length
+        r = self.overlap
+        for count in range(2, length + 1):
+            edge = -(-(length + 2 * r * (count - 1)) // count)
+            if edge <= 2 * r:
+                break
+            rounded = -(-edge // TILE_STEP) * TILE_STEP
+            if rounded <= limit:
+                return min(rounded, length)
+            if edge <= limit:
+                return edge
+        return limit  # the overlap leaves no room for more tiles: the profile's max, as before
+
+    def _tiles_per_call(self, tile_h: int, tile_w: int) -> int:
+        """Several tiles per call, whatever the host budget says: the slots' GPU and pinned memory is already
+        allocated, so the only cost is the tiles' host arrays, and with one tile per call the K slots would
+        never overlap one tile's transfers with another's compute."""
+        from srgan_deploy.memory import MAX_TILE_BATCH
+
+        return max(MAX_TILE_BATCH, self.profile.max[0])
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
         """Frames within the profile's max: padded up to its minimum (edges repeated, cropped off after),
@@ -326,24 +359,31 @@ class TensorRTRtxBackend(TensorRTBackend):
         if self._runtime_cache is None:
             cache = config.create_runtime_cache()
             path = self._runtime_cache_path
-            if path is not None and path.is_file() and not cache.deserialize(path.read_bytes()):
+            if path is not None and path.is_file() and not cache.deserialize(self._read_cache(path)):
                 self._notify(f"ignoring unreadable TensorRT-RTX runtime cache {path}")
             self._runtime_cache = cache
-        config.set_runtime_cache(self._runtime_cache)
+        if config.set_runtime_cache(self._runtime_cache) is False:
+            self._notify("TensorRT-RTX refused the runtime cache; kernels are compiled again this run")
         context = engine.create_execution_context(config)
         if context is None:
             raise EngineError(f"TensorRT-RTX could not create an execution context{self._said()}")
         return context, config
+
+    @staticmethod
+    def _read_cache(path: Path) -> bytes:
+        with file_lock(path.with_name(path.name + ".lock")):  # not half of another process's write
+            return path.read_bytes()
 
     def _close(self) -> None:
         super()._close()
         cache, path = self._runtime_cache, self._runtime_cache_path
         if cache is not None and path is not None:
             data = bytes(memoryview(cache.serialize()))  # type: ignore[arg-type]  # IHostMemory is a buffer; the stubs miss it
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            try:  # the run succeeded: a cache that cannot be written costs the next run a JIT, not this one's result
+                with file_lock(path.with_name(path.name + ".lock")):
+                    atomic_write_bytes(path, data)
+            except OSError as exc:
+                self._notify(f"could not save the TensorRT-RTX runtime cache {path}: {exc.strerror or exc}")
 
     def _release(self) -> None:
         super()._release()

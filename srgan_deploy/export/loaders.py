@@ -16,6 +16,7 @@ from srgan_deploy.backends.options import TensorRTOptions
 from srgan_deploy.spec import ModelSpec
 
 GPU_SHARE = 0.6  # of the GPU's total memory, what a runtime-built engine's slots may take by default
+LARGE_MAX = (1088, 1920)  # the profile max where the slots fit: 1080p input whole (1088: a multiple of 16)
 
 
 def profile_for(
@@ -27,15 +28,18 @@ def profile_for(
 
 
 def _profile_for(options: TensorRTOptions, model: ModelSpec | None, gpu_memory: int | None) -> ShapeProfile:
-    """The optimization profile a runtime-built engine gets: static for --tile, capped for max_shape.
+    """The optimization profile a runtime-built engine gets: up to --tile, capped for max_shape.
 
-    Otherwise the default profile's max shape shrinks, aspect kept, until every slot's execution context
-    fits the --memory-budget or, without one, 60 % of the GPU's total memory: TensorRT allocates a
-    context's activations for the profile's max shape up front, so memory must shape the profile (larger
-    frames are tiled). Total, not free, memory: the profile is part of the engine cache's key, and free
+    Otherwise 1088x1920 where the slots' contexts fit, else the default profile's max shape shrinks, aspect
+    kept, until every slot's execution context fits the --memory-budget or, without one, 60 % of the GPU's
+    total memory: TensorRT allocates a context's activations for the profile's max shape up front, so
+    memory must shape the profile (larger frames are tiled). Total, not free, memory: the profile is part of the engine cache's key, and free
     memory changes from run to run."""
     if options.tile is not None:
-        return ShapeProfile.static(1, options.tile, options.tile)
+        # up to the tile, not exactly it: a frame smaller than the tile then runs as it is instead of padded
+        # (padding changes the output near the padded edge); tiles of a larger frame are all tile x tile
+        t = options.tile
+        return ShapeProfile((1, min(8, t), min(8, t)), (1, t, t), (1, t, t))
     if options.max_shape is not None:
         h, w = options.max_shape
         return ShapeProfile((1, min(16, h), min(16, w)), (1, min(270, h), min(480, w)), (1, h, w))
@@ -46,6 +50,9 @@ def _profile_for(options: TensorRTOptions, model: ModelSpec | None, gpu_memory: 
     from srgan_deploy.memory import TILE_STEP, bytes_per_pixel
 
     per_pixel = bytes_per_pixel("tensorrt", options.precision, model) * options.slots
+    big_h, big_w = LARGE_MAX
+    if per_pixel * big_h * big_w <= min(budgets):  # a GPU with room runs 1080p input frames whole
+        return ShapeProfile(default.min, default.opt, (1, big_h, big_w))
     _, max_h, max_w = default.max
     ratio = (min(budgets) / (per_pixel * max_h * max_w)) ** 0.5
     if ratio >= 1.0:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from srgan_deploy.gpu.cuda_rt import Stream
 
 Shape = tuple[int, int, int]  # batch, height, width of the LR input (NHWC uint8, 3 channels)
+MAX_GRAPHS = 4  # captured CUDA graphs kept per execution context (one per input shape)
 
 
 class Slot(Protocol):
@@ -270,6 +271,9 @@ class TensorRTCompute:
         if graph is None and shape in self._warm and (capturable is None or capturable(stream.handle)):
             try:
                 graph = Graph.capture(stream, lambda: self._execute(stream))
+                if len(self._graphs) >= MAX_GRAPHS:  # images of many sizes: keep the latest few shapes' graphs
+                    stream.synchronize()  # an earlier launch of the evicted graph may still be queued
+                    self._graphs.pop(next(iter(self._graphs))).destroy()
                 self._graphs[shape] = graph
             except EngineError as exc:
                 self.use_graphs = False

@@ -82,6 +82,7 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
     must belong to the current device; it runs after the stream's earlier work), a ``cuda_array`` view
     must point at device memory of the device it names, and the network's weights stay on the CPU."""
     import contextlib
+    import threading
     from collections.abc import Iterator
 
     import torch
@@ -105,6 +106,8 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
         def __init__(self, handle: int, device: torch.device) -> None:
             self.handle, self.device = handle, device
 
+    local = threading.local()
+
     @contextlib.contextmanager
     def stream(s: Stream) -> Iterator[None]:
         with cudart._lock:
@@ -114,9 +117,17 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
             if real.device != cudart.current_device():
                 raise RuntimeError("CUDA error: invalid resource handle (a kernel on another device's stream)")
             cudart.run_until(real, real.submitted)  # the op runs after what the stream already holds
-        yield
+        local.stream = real
+        try:
+            yield
+        finally:
+            local.stream = None
 
     def cuda_array(ptr: int, shape: tuple[int, ...], device_index: int = 0) -> torch.Tensor:
+        if getattr(local, "stream", None) is None:
+            # outside `torch.cuda.stream(slot stream)` torch would use the legacy default stream, which a
+            # non-blocking slot stream does not wait for: the op would race the slot's copies
+            raise RuntimeError("a torch op on device memory outside the slot's stream (unordered with its copies)")
         nbytes = int(np.prod(shape))
         with cudart._lock:
             try:

@@ -382,8 +382,8 @@ class StandinContext:
         return self.addresses.get(name, 0)
 
     def is_stream_capturable(self, stream: int) -> bool:
-        if self.engine.flavour.flavour != "tensorrt-rtx":
-            return True
+        if self.engine.flavour.flavour == "tensorrt-rtx":
+            return False  # engines built without REQUIRE_USER_ALLOCATION
         inp = next(t["name"] for t in self.engine.io if t["mode"] == "input")
         return self.shapes.get(inp) in self.compiled
 
@@ -423,13 +423,16 @@ class StandinContext:
         except CudaFault as fault:
             return self._error(f"IExecutionContext::enqueueV3: {fault.why}")
         inp_shape = self.shapes[inputs[0]["name"]]
-        if flavour.flavour == "tensorrt-rtx" and inp_shape not in self.compiled:
-            if capturing:
-                return self._error(
-                    "IExecutionContext::enqueueV3: kernels for this shape are compiled on first use, which a stream "
-                    "capture does not allow; run the shape once before capturing (is_stream_capturable)"
-                )
-            self.compiled.add(inp_shape)
+        if capturing and (flavour.flavour == "tensorrt-rtx" or inp_shape not in self.compiled):
+            # TensorRT: a shape's first enqueueV3 may allocate and set things up, which a capture cannot
+            # record (NVIDIA: run enqueueV3 once per shape before capturing); TensorRT-RTX captures itself
+            # (the runtime config's CUDA-graph strategy) and an engine without REQUIRE_USER_ALLOCATION is
+            # not capturable from outside (TensorRT-RTX 1.2 release notes)
+            return self._error(
+                "IExecutionContext::enqueueV3: this enqueue cannot be captured in a CUDA graph "
+                + ("(TensorRT-RTX captures itself)" if flavour.flavour == "tensorrt-rtx" else "before one plain run")
+            )
+        self.compiled.add(inp_shape)
         session = _session(self.engine.onnx)
         addresses = dict(self.addresses)
 
