@@ -492,3 +492,17 @@ def test_frames_beyond_the_profile_get_the_fewest_pixels_of_tiles_and_keep_the_s
         out = backend.upscale(frames)
     check_parity(out, reference(micro_weights, frames))
     assert max(depth) == 2, "tiles of one frame went through the slots one at a time"
+
+
+def test_gpu_workers_split_their_gpus_memory_not_the_hosts(gpu: StandinGPU) -> None:
+    from srgan_deploy.backends.options import TensorRTOptions
+    from srgan_deploy.backends.registry import Choice
+    from srgan_deploy.jobs.workers import parse_devices, worker_specs
+    from srgan_deploy.sources import Weights
+
+    specs = worker_specs(Choice("tensorrt", TensorRTOptions(), "t"), Weights(None), 3, parse_devices("cuda:0,cuda:1"))
+    budgets = [(s.choice.options.device, s.choice.options.memory_budget) for s in specs]  # type: ignore[union-attr]
+    share = int(24 * 2**30 * 0.6)
+    assert budgets == [(0, share // 2), (1, None), (0, share // 2)]  # GPU 1's worker has it to itself
+    many = worker_specs(Choice("tensorrt", TensorRTOptions(), "t"), Weights(None), 12, parse_devices("cuda:0"))
+    assert {s.choice.options.memory_budget for s in many} == {share // 12}  # type: ignore[union-attr]

@@ -121,7 +121,7 @@ class TensorRTBackend(Backend[TensorRTOptions]):
                 for _ in range(count):
                     context, keep = self._context(engine)
                     compute = TensorRTCompute(
-                        context, "input", "output", use_graphs, self._notify, artifact.config.scale, self._said, keep
+                        context, "input", "output", use_graphs, self.notify, artifact.config.scale, self._said, keep
                     )
                     slots.append(CudaSlot(compute, artifact.profile.max, artifact.config.scale))
             except BaseException:
@@ -161,7 +161,7 @@ class TensorRTBackend(Backend[TensorRTOptions]):
                 "--max-shape (frames larger than the profile are tiled)"
             )
         if fit < wanted:
-            self._notify(f"GPU memory holds {fit} of {wanted} slots at {per_slot / 2**20:.0f} MiB each; running {fit}")
+            self.notify(f"GPU memory holds {fit} of {wanted} slots at {per_slot / 2**20:.0f} MiB each; running {fit}")
         return int(min(wanted, fit))
 
     @staticmethod
@@ -187,12 +187,6 @@ class TensorRTBackend(Backend[TensorRTOptions]):
         if context is None:
             raise EngineError(f"TensorRT could not create an execution context{self._said()}")
         return context, None
-
-    @staticmethod
-    def _notify(message: str) -> None:
-        import sys
-
-        print(f"srgan-deploy: {message}", file=sys.stderr)
 
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         """Tiles follow the engine's profile, not the host's memory budget: a context's GPU memory is
@@ -360,10 +354,10 @@ class TensorRTRtxBackend(TensorRTBackend):
             cache = config.create_runtime_cache()
             path = self._runtime_cache_path
             if path is not None and path.is_file() and not cache.deserialize(self._read_cache(path)):
-                self._notify(f"ignoring unreadable TensorRT-RTX runtime cache {path}")
+                self.notify(f"ignoring unreadable TensorRT-RTX runtime cache {path}")
             self._runtime_cache = cache
         if config.set_runtime_cache(self._runtime_cache) is False:
-            self._notify("TensorRT-RTX refused the runtime cache; kernels are compiled again this run")
+            self.notify("TensorRT-RTX refused the runtime cache; kernels are compiled again this run")
         context = engine.create_execution_context(config)
         if context is None:
             raise EngineError(f"TensorRT-RTX could not create an execution context{self._said()}")
@@ -383,7 +377,7 @@ class TensorRTRtxBackend(TensorRTBackend):
                 with file_lock(path.with_name(path.name + ".lock")):
                     atomic_write_bytes(path, data)
             except OSError as exc:
-                self._notify(f"could not save the TensorRT-RTX runtime cache {path}: {exc.strerror or exc}")
+                self.notify(f"could not save the TensorRT-RTX runtime cache {path}: {exc.strerror or exc}")
 
     def _release(self) -> None:
         super()._release()

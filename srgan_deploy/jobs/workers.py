@@ -68,11 +68,39 @@ def worker_specs(
         if (workers > 1 or explicit_threads) and on_cpu and hasattr(options, "threads") and options.threads is None:
             options = dataclasses.replace(options, threads=max(1, cores // workers))
         if workers > 1 and options.memory_budget is None:
-            from srgan_deploy.memory import default_budget
-
-            options = dataclasses.replace(options, memory_budget=max(1, default_budget() // workers))
+            options = _shared_budget(
+                options, on_cpu, workers, sum(1 for k in range(workers) if _same_gpu(devices, k, n))
+            )
         specs.append(WorkerSpec(Choice(choice.name, options, choice.reason), source))
     return specs
+
+
+def _same_gpu(devices: list[Any], a: int, b: int) -> bool:
+    return len(devices) <= 1 or devices[a % len(devices)] == devices[b % len(devices)]
+
+
+def _shared_budget(options: Any, on_cpu: bool, workers: int, sharing: int) -> Any:
+    """Each worker's memory budget. CPU workers split the host's; GPU workers split their GPU's (60 % of its
+    total memory, what one process would take) among the workers on that GPU, and leave it alone when they
+    have a GPU each. Why not the host's for GPUs: it would size each TensorRT engine's profile by host RAM
+    (12 workers on one H200 got 80-pixel profiles), and its run-to-run changes would change the engine's
+    cache key."""
+    if on_cpu:
+        from srgan_deploy.memory import default_budget
+
+        return dataclasses.replace(options, memory_budget=max(1, default_budget() // workers))
+    if sharing <= 1:
+        return options
+    from srgan_deploy.errors import BackendUnavailableError, EngineError
+    from srgan_deploy.gpu.cuda_rt import device_properties
+
+    raw = getattr(options, "device", 0)
+    index = raw if isinstance(raw, int) else int(str(raw).partition(":")[2] or 0)
+    try:
+        total = device_properties(index).total_memory
+    except (BackendUnavailableError, EngineError):
+        return options
+    return dataclasses.replace(options, memory_budget=int(total * 0.6) // sharing)
 
 
 def with_built_engines(specs: list[WorkerSpec], notify: Callable[[str], None]) -> list[WorkerSpec]:
