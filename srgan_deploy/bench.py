@@ -22,6 +22,7 @@ import numpy as np
 
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError
+from srgan_deploy.spec import ModelSpec, srresnet_flops_per_pixel
 
 NAMED_OUTPUTS = {
     "480p": (480, 854),
@@ -54,15 +55,8 @@ def input_for_output(name: str, scale: int) -> tuple[int, int]:
 
 
 def model_gflops(config: ModelConfig, height: int, width: int) -> float:
-    """Convolution GFLOP (2 x MACs) of one frame; element-wise ops are <1 % and left out."""
-    c = config.channels
-    px = height * width
-    macs = 3 * c * 81 * px  # head 9x9
-    macs += (2 * config.blocks + 1) * c * c * 9 * px  # residual blocks + trunk conv
-    for k in range(config.upsample_steps):
-        macs += c * 4 * c * 9 * px * (4**k)  # conv before each PixelShuffle(2)
-    macs += c * 3 * 81 * px * config.scale**2  # tail 9x9 at output resolution
-    return 2.0 * macs / 1e9
+    """Convolution GFLOP (2 x MACs) of one SRResNet frame; element-wise ops are <1 % and left out."""
+    return srresnet_flops_per_pixel(config) * height * width / 1e9
 
 
 def gemm_peak_gflops(device: str, threads: int | None = None, seconds: float = 1.0) -> float:
@@ -177,13 +171,15 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def resolve_backends(names: tuple[str, ...]) -> list[str]:
-    from srgan_deploy.backends.registry import BACKEND_NAMES, MODEL_BACKENDS, availability
+def resolve_backends(names: tuple[str, ...], onnx_only: bool = False) -> list[str]:
+    """The backends to time; ``all`` = every available one that can run the model (an ONNX graph of another
+    network runs everywhere but on the torch backend, which runs our weights)."""
+    from srgan_deploy.backends.registry import BACKEND_NAMES, MODEL_BACKENDS, availability, entry_for
     from srgan_deploy.errors import UnknownBackendError
 
     if names == ("all",):
         avail = availability()
-        return [n for n in MODEL_BACKENDS if avail[n][0]]
+        return [n for n in MODEL_BACKENDS if avail[n][0] and not (onnx_only and entry_for(n).model == "weights")]
     for name in names:
         if name not in BACKEND_NAMES or name == "auto":
             choices = ", ".join(n for n in BACKEND_NAMES if n != "auto")
@@ -196,22 +192,24 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
     from srgan_deploy.backends.registry import choose, create
     from srgan_deploy.images import make_input
     from srgan_deploy.metrics import psnr
-    from srgan_deploy.weights import read_info
+    from srgan_deploy.sources import OnnxFile, model_source, model_spec, reference_runner
 
-    model = read_info(config.weights).config
+    source = model_source(config.weights)
+    model = model_spec(source, notify=notify)
     frames = make_input((config.batch, config.height, config.width), seed=0)
-    gflop = model_gflops(model, config.height, config.width)
-    notify(
-        f"model {model.channels}x{model.blocks} x{model.scale}: {gflop:.1f} GFLOP per {config.width}x{config.height} frame"
-    )
-    reference: np.ndarray | None = None
+    gflop = model.gflop(config.height, config.width) or 0.0
+    notify(f"model {_model_line(model)}: {gflop:.1f} GFLOP per {config.width}x{config.height} frame")
     peaks: dict[str, float] = {}
     results: list[BenchResult] = []
-    names = resolve_backends(config.backends)
-    # the reference first: torch fp32 on CPU
-    reference_choice = choose("torch", Request(device="cpu", precision="fp32", threads=config.threads))
-    with create(reference_choice, config.weights, notify) as ref:
-        reference = ref.upscale(frames)
+    names = resolve_backends(config.backends, onnx_only=isinstance(source, OnnxFile))
+    if isinstance(source, OnnxFile):  # the network itself: its original graph on onnxruntime fp32
+        run_reference, reference_name = reference_runner(source, notify=notify)
+        reference = run_reference(frames)
+    else:  # the reference first: torch fp32 on CPU
+        reference_name = "torch fp32"
+        reference_choice = choose("torch", Request(device="cpu", precision="fp32", threads=config.threads))
+        with create(reference_choice, source, notify) as ref:
+            reference = ref.upscale(frames)
     for name in names:
         request = Request(device=config.device, precision=config.precision, threads=config.threads, slots=config.slots)
         backend = create(choose(name, request), config.weights, notify)
@@ -270,9 +268,16 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
         )
     return {
         "machine": machine_info(),
-        "config": {**asdict(config), "backends": names},
+        "config": {**asdict(config), "backends": names, "reference": reference_name},
         "results": [asdict(r) for r in results],
     }
+
+
+def _model_line(model: ModelSpec) -> str:
+    if model.config is not None:
+        c = model.config
+        return f"{c.channels}x{c.blocks} x{c.scale}"
+    return f"{model.name} (ONNX) {model.describe()}"
 
 
 def check_output_file(path: Path, what: str) -> None:

@@ -192,7 +192,8 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         "-w",
-        help="A .safetensors file or bundled model name (default: the bundled model); an .onnx or TensorRT .plan also runs.",
+        help="A .safetensors file or bundled model name (default: the bundled model), any ONNX super-resolution "
+        "network (inspected and wrapped on first use), or a TensorRT .plan.",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
@@ -294,7 +295,8 @@ def upscale(
     max_pixels: MaxPixelsOpt = None,
     ensemble: EnsembleOpt = False,
 ) -> None:
-    """Upscale images 4x. Folders are searched recursively; alpha is kept (upscaled bicubically).
+    """Upscale images (4x with the bundled model; -w any ONNX super-resolution network at its own scale).
+    Folders are searched recursively; alpha is kept (upscaled bicubically).
 
     A file that cannot be read or written is reported and skipped; the run ends with a summary and
     exit code 2 if any failed."""
@@ -348,14 +350,33 @@ def upscale(
 def info(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            "-w",
+            help="Show what the runtime knows about this model (.safetensors, bundled name, any .onnx, .plan).",
+        ),
+    ] = None,
 ) -> None:
-    """Versions, available backends (and why others are not), GPU, and the bundled models' provenance."""
+    """Versions, available backends (and why others are not), GPU, and the bundled models' provenance;
+    with -w FILE, the model's spec (scale, channels, shapes, overlap, cost)."""
     from rich.table import Table
 
-    from srgan_deploy.info import collect
+    from srgan_deploy.info import collect, model_report
 
-    data = collect()
     out = _stdout()
+    if weights is not None:
+        report = model_report(weights, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False))
+        if as_json:
+            out.print_json(json.dumps(report))
+            return
+        out.print(f"model {report['name']}: {report['summary']}", markup=False, soft_wrap=True)
+        for key, value in report["spec"].items():
+            if key != "config" and value is not None:
+                out.print(f"  {key}: {value}", markup=False)
+        return
+    data = collect()
     if as_json:
         out.print_json(json.dumps(data))
         return
@@ -436,7 +457,8 @@ def export(
     ] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity checks against PyTorch.")] = False,
 ) -> None:
-    """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT / TensorRT-RTX engine."""
+    """Export the generator to ONNX (verified with onnxruntime) and/or an FP16 TensorRT / TensorRT-RTX engine;
+    -w any.onnx exports that network inside the uint8 boundary (checked against its original graph)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from srgan_deploy.artifacts import ShapeProfile, parse_shape
@@ -509,15 +531,15 @@ def bench(
     from rich.table import Table
 
     from srgan_deploy.bench import BenchConfig, check_output_file, input_for_output, parse_size, run_bench, write_json
-    from srgan_deploy.weights import read_info
+    from srgan_deploy.sources import model_source, model_spec
 
     if json_out is not None:
         check_output_file(json_out, "--json")
-    scale = read_info(weights).config.scale
+    err = _stderr()
+    scale = model_spec(model_source(weights), notify=lambda m: err.print(m, soft_wrap=True, markup=False)).scale
     height, width = input_for_output(output, scale) if output else parse_size(size)
     names = tuple(b.strip() for b in backend.split(",") if b.strip())
     config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots, precision)
-    err = _stderr()
     report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True, markup=False))
     table = Table(
         "backend",
@@ -531,7 +553,8 @@ def bench(
         "max",
         "peak RSS",
         title=f"{width}x{height} -> {width * scale}x{height * scale}, batch {batch}, {iters} iters",
-        caption="fps with in-flight pipelining; peak = same-run fp32 GEMM (bf16 can exceed it); PSNR/max-abs vs torch fp32",
+        caption="fps with in-flight pipelining; peak = same-run fp32 GEMM (bf16 can exceed it); "
+        f"PSNR/max-abs vs {report['config']['reference']}",
     )
     for r in report["results"]:
         table.add_row(
@@ -782,7 +805,7 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
     ensemble: EnsembleOpt = False,
 ) -> None:
-    """PSNR/SSIM (Y channel, 4-px shave, the paper's protocol) and texture (fine detail vs HR's, 1 = HR's) of bicubic and the model on folders of HR images."""
+    """PSNR/SSIM (Y channel, scale-px shave: 4 at x4, the paper's protocol) and texture (fine detail vs HR's, 1 = HR's) of bicubic and the model on folders of HR images."""
     from srgan_deploy.ensemble import with_ensemble
     from srgan_deploy.evaluate import evaluate, mean_of_sets, texture_of_sets, write_reports_json
 
@@ -808,6 +831,7 @@ def eval_cmd(
                 lambda img: run(img[None])[0],
                 engine.scale,
                 limit=limit,
+                shave=engine.scale,  # the benchmark protocol shaves scale pixels: the paper's 4 at x4
                 warn=lambda m: _stderr().print(f"[yellow]warning:[/] {escape(m)}", soft_wrap=True),
             )
             for folder in folders

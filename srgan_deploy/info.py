@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -31,6 +32,21 @@ def gpu_info() -> dict[str, Any]:
         "compute_capability": f"{props.major}.{props.minor}",
         "memory_gib": round(props.total_memory / 2**30, 1),
         "cuda_runtime": torch.version.cuda,
+    }
+
+
+def model_report(weights: str, notify: Callable[[str], None]) -> dict[str, Any]:
+    """What the runtime knows about one model (``info -w FILE``): its spec, resolved as every command resolves
+    it (a foreign ONNX is inspected and wrapped on first use, and the spec comes from that)."""
+    from srgan_deploy.sources import describe, model_name, model_source, model_spec
+
+    source = model_source(weights)
+    spec = model_spec(source, notify=notify)
+    return {
+        "name": model_name(source),
+        "source": describe(source),
+        "summary": spec.describe(),
+        "spec": spec.to_dict(),
     }
 
 
