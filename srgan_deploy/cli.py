@@ -444,6 +444,13 @@ def export(
     triton_repo: Annotated[
         Path | None, typer.Option("--triton-repo", help="Also write a Triton model repository here.")
     ] = None,
+    triton_env: Annotated[
+        str | None,
+        typer.Option(
+            "--triton-env",
+            help="The venv with srgan-deploy on the Triton host that runs the <name>_py model (default: this one; none: the server's own Python).",
+        ),
+    ] = None,
     engine_dir: Annotated[
         Path | None, typer.Option("--engine-dir", help="Engine cache folder (default: user cache dir).")
     ] = None,
@@ -479,6 +486,7 @@ def export(
         profile=profile,
         verify=not no_verify,
         triton_repo=triton_repo,
+        triton_env=triton_env,
         engine_dir=engine_dir,
         workspace_mib=workspace,
         targets=parse_targets(sm),

@@ -33,6 +33,7 @@ class ExportRequest:
     profile: ShapeProfile = field(default_factory=lambda: ShapeProfile.parse(None, None, None))
     verify: bool = True
     triton_repo: Path | None = None
+    triton_env: str | None = None  # the _py model's EXECUTION_ENV_PATH: None = this venv, "none" = left out
     engine_dir: Path | None = None
     workspace_mib: int = 4096
     targets: tuple[str, ...] = ()  # TensorRT-RTX compute capabilities (--sm); () = this GPU or all RTX targets
@@ -254,8 +255,13 @@ def _export_triton(
 ) -> None:
     if request.triton_repo is None:
         return
-    from srgan_deploy.export.triton import write_model
+    from srgan_deploy.export.triton import write_model, write_served_model
 
+    report.triton.append(
+        write_served_model(
+            request.triton_repo, name.replace("-", "_"), onnx_path, request.io, request.weights, request.triton_env
+        )
+    )
     report.triton.append(write_model(request.triton_repo, name.replace("-", "_"), "onnx", onnx_path, request.io, None))
     if report.engine is not None and request.flavour == "tensorrt":  # Triton's tensorrt_plan is full TensorRT
         report.triton.append(
