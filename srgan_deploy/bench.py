@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError
 from srgan_deploy.spec import ModelSpec, srresnet_flops_per_pixel
@@ -144,6 +145,7 @@ class BenchConfig:
     threads: int | None = None
     slots: int = 2
     precision: str = "auto"
+    triton: TritonServer = field(default_factory=lambda: TritonServer())  # -b triton: where the model is served
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.iters < 1 or self.warmup < 0:
@@ -211,7 +213,13 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
         with create(reference_choice, source, notify) as ref:
             reference = ref.upscale(frames)
     for name in names:
-        request = Request(device=config.device, precision=config.precision, threads=config.threads, slots=config.slots)
+        request = Request(
+            device=config.device,
+            precision=config.precision,
+            threads=config.threads,
+            slots=config.slots,
+            triton=config.triton,
+        )
         backend = create(choose(name, request), config.weights, notify)
         reset_peak_rss()  # each backend's peak is its own, not the largest of those before it
         with backend:

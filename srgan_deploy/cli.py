@@ -239,6 +239,23 @@ PrecisionOpt = Annotated[
 ]
 
 
+TritonUrlOpt = Annotated[
+    str, typer.Option("--triton-url", help="-b triton: the Triton server's HTTP address (host:port or http://...).")
+]
+TritonModelOpt = Annotated[
+    str | None, typer.Option("--triton-model", help="-b triton: the served model (default: the server's only one).")
+]
+TritonTimeoutOpt = Annotated[
+    float, typer.Option("--triton-timeout", help="-b triton: seconds to wait for the server to connect and answer.")
+]
+
+
+def _server(url: str, model: str | None, timeout: float) -> Any:
+    from srgan_deploy.backends.options import TritonServer
+
+    return TritonServer(url, model, timeout)
+
+
 def _memory_budget(text: str | None) -> int | None:
     from srgan_deploy.memory import parse_budget
 
@@ -254,14 +271,23 @@ def _backend(
     precision: str = "auto",
     slots: int = 2,
     memory_budget: str | None = None,
+    server: Any = None,
 ) -> tuple[Any, Any]:
     """The command line's backend options as a ``Request``, and ``registry.backend_for`` (nothing is loaded
     until the backend is opened); its notices are printed on stderr."""
-    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.options import Request, TritonServer
     from srgan_deploy.backends.registry import backend_for
 
     budget = _memory_budget(memory_budget)
-    request = Request(device=device, precision=precision, tile=tile, threads=threads, slots=slots, memory_budget=budget)
+    request = Request(
+        device=device,
+        precision=precision,
+        tile=tile,
+        threads=threads,
+        slots=slots,
+        memory_budget=budget,
+        triton=server or TritonServer(),
+    )
     return backend_for(name, request, weights, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False))
 
 
@@ -294,6 +320,9 @@ def upscale(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     max_pixels: MaxPixelsOpt = None,
     ensemble: EnsembleOpt = False,
+    triton_url: TritonUrlOpt = "http://127.0.0.1:8000",
+    triton_model: TritonModelOpt = None,
+    triton_timeout: TritonTimeoutOpt = 60.0,
 ) -> None:
     """Upscale images (4x with the bundled model; -w any ONNX super-resolution network at its own scale).
     Folders are searched recursively; alpha is kept (upscaled bicubically).
@@ -306,7 +335,16 @@ def upscale(
 
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     jobs = plan_jobs(inputs, out_dir, overwrite=overwrite, suffix=suffix)
-    engine, choice = _backend(backend, weights, device, tile, threads, precision, memory_budget=memory_budget)
+    engine, choice = _backend(
+        backend,
+        weights,
+        device,
+        tile,
+        threads,
+        precision,
+        memory_budget=memory_budget,
+        server=_server(triton_url, triton_model, triton_timeout),
+    )
     err = _stderr()
     with (
         _opened(engine, choice),
@@ -534,6 +572,9 @@ def bench(
     slots: Annotated[int, typer.Option("--slots", help="In-flight batches on GPU backends.")] = 2,
     precision: PrecisionOpt = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON to this file.")] = None,
+    triton_url: TritonUrlOpt = "http://127.0.0.1:8000",
+    triton_model: TritonModelOpt = None,
+    triton_timeout: TritonTimeoutOpt = 60.0,
 ) -> None:
     """Latency (p50/p90/p99), frames/s, GFLOP/s vs the same-run GEMM peak, and parity vs PyTorch, per backend."""
     from rich.table import Table
@@ -547,7 +588,20 @@ def bench(
     scale = model_spec(model_source(weights), notify=lambda m: err.print(m, soft_wrap=True, markup=False)).scale
     height, width = input_for_output(output, scale) if output else parse_size(size)
     names = tuple(b.strip() for b in backend.split(",") if b.strip())
-    config = BenchConfig(names, height, width, batch, warmup, iters, weights, device, threads, slots, precision)
+    config = BenchConfig(
+        names,
+        height,
+        width,
+        batch,
+        warmup,
+        iters,
+        weights,
+        device,
+        threads,
+        slots,
+        precision,
+        triton=_server(triton_url, triton_model, triton_timeout),
+    )
     report = run_bench(config, notify=lambda m: err.print(m, soft_wrap=True, markup=False))
     table = Table(
         "backend",
@@ -653,6 +707,9 @@ def video(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    triton_url: TritonUrlOpt = "http://127.0.0.1:8000",
+    triton_model: TritonModelOpt = None,
+    triton_timeout: TritonTimeoutOpt = 60.0,
 ) -> None:
     """Upscale videos 4x in resumable segments: audio and subtitles copied, timestamps kept, re-run to resume."""
     from srgan_deploy.dedup import parse_rule
@@ -682,6 +739,7 @@ def video(
         workers=workers,
         ray=ray,
         ray_transfer=ray_transfer,
+        triton=_server(triton_url, triton_model, triton_timeout),
     )
     inputs, outputs = _video_paths(paths, out_dir, options)
     with _VideoDisplay(many=len(inputs) > 1) as events:

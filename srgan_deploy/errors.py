@@ -73,6 +73,11 @@ class TrainingError(SrganDeployError):
     """Training could not start or continue."""
 
 
+class ServerError(SrganDeployError):
+    """An inference server (-b triton) could not be reached, stopped answering, or does not serve the model asked
+    for. The message names the server and the model."""
+
+
 class ShapeError(SrganDeployError):
     """A frame or shape is outside what the backend or engine profile accepts."""
 

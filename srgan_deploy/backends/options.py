@@ -8,7 +8,7 @@ these, resolving every ``auto`` explicitly and saying so.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +37,16 @@ def _check_slots(slots: int) -> None:
 
 
 @dataclass(frozen=True)
+class TritonServer:
+    """-b triton: the server's HTTP address, the served model (None: the server's only ready one), and how
+    many seconds to wait for it to connect and to answer each request."""
+
+    url: str = "http://127.0.0.1:8000"
+    model: str | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Request:
     """Backend-neutral options as the command line gives them; ``registry.choose`` consumes it."""
 
@@ -48,6 +58,7 @@ class Request:
     cache_dir: Path | None = None
     max_shape: tuple[int, int] | None = None  # largest LR (height, width) for a static TensorRT profile
     memory_budget: int | None = None  # bytes; None = srgan_deploy.memory.default_budget()
+    triton: TritonServer = field(default_factory=lambda: TritonServer())  # -b triton: where the model is served
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -135,6 +146,24 @@ class TensorRTOptions:
 @dataclass(frozen=True)
 class TensorRTRtxOptions(TensorRTOptions):
     """TensorRT-RTX: the same engine pipeline, for GeForce / RTX PRO GPUs (a distinct type, a distinct backend)."""
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """A client of a Triton server: where it is, which model, how long to wait, how many requests in flight."""
+
+    url: str = "http://127.0.0.1:8000"
+    model: str | None = None
+    timeout: float = 60.0
+    slots: int = 2
+    tile: int | None = None
+    memory_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError(f"--triton-timeout {self.timeout} must be a positive number of seconds")
+        _check_tile(self.tile)
+        _check_slots(self.slots)
 
 
 @dataclass(frozen=True)

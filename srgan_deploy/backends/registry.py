@@ -31,6 +31,7 @@ from srgan_deploy.backends.options import (
     TensorRTOptions,
     TensorRTRtxOptions,
     TorchOptions,
+    TritonOptions,
 )
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, UnknownBackendError
@@ -56,6 +57,7 @@ class BackendEntry:
     targets: Callable[[int, str], tuple[bool, str]] | None = None  # can it run on GPU N, once installed
     memory: MemoryCost | None = None  # bytes per LR input pixel; None: memory.py's measured table
     baseline: bool = False  # not a model (bicubic): left out of `bench -b all`
+    remote: bool = False  # a client of a server (triton): runs only when named, never in `bench -b all`
 
     def backend_class(self) -> type[Backend[Any]]:
         module, cls = self.backend.split(":")
@@ -266,6 +268,17 @@ def _bicubic_options(request: Request, device: str) -> BackendOptions:
     return BicubicOptions(tile=request.tile, memory_budget=request.memory_budget)
 
 
+def _triton_options(request: Request, device: str) -> BackendOptions:
+    return TritonOptions(
+        url=request.triton.url,
+        model=request.triton.model,
+        timeout=request.triton.timeout,
+        slots=request.slots,
+        tile=request.tile,
+        memory_budget=request.memory_budget,
+    )
+
+
 # The machine facts are looked up by name when called, so a test can replace them on this module.
 ENTRIES: tuple[BackendEntry, ...] = (
     BackendEntry(
@@ -320,10 +333,19 @@ ENTRIES: tuple[BackendEntry, ...] = (
         _bicubic_options,
         baseline=True,
     ),
+    BackendEntry(
+        "triton",
+        "srgan_deploy.backends.triton:TritonBackend",
+        TritonOptions,
+        "cpu",
+        "none",
+        _triton_options,
+        remote=True,
+    ),
 )
 REGISTRY: dict[str, BackendEntry] = {entry.name: entry for entry in ENTRIES}
 BACKEND_NAMES = ("auto", *REGISTRY)
-MODEL_BACKENDS = tuple(entry.name for entry in ENTRIES if not entry.baseline)
+MODEL_BACKENDS = tuple(entry.name for entry in ENTRIES if not entry.baseline and not entry.remote)
 
 
 def options_for(name: str, request: Request, device: str) -> BackendOptions:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.dedup import DedupRule
 from srgan_deploy.errors import ConfigError, InputFileError, OutputExistsError
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
@@ -54,6 +55,7 @@ class VideoJobOptions:
     workers: int = 1
     ray: str | None = None  # a Ray address: local (an embedded Ray), auto, ray://HOST:PORT; None: no Ray
     ray_transfer: str = "shared"  # shared: workers use the paths; objects: bytes through Ray's object store
+    triton: TritonServer = field(default_factory=lambda: TritonServer())  # -b triton: where the model is served
 
     def __post_init__(self) -> None:
         check_segment_seconds(self.segment_seconds)
@@ -133,6 +135,7 @@ def upscale_videos(
         threads=options.threads,
         slots=options.slots,
         memory_budget=options.memory_budget,
+        triton=options.triton,
     )
     choice = choose(options.backend, request)
     # made even when workers render: it checks that this backend can run this model file before any work
