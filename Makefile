@@ -9,6 +9,12 @@ PIP := $(BIN)/python -m pip
 # constraints.txt pins torch to the CPU wheel; pip.conf caps on some machines are respected too.
 INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 STUBS := tensorrt-stubs==10.13.0.35.1
+# The Triton Inference Server the serving tests start (tests/test_triton_server.py, tools/triton_server.py): the
+# nvidia-pytriton wheel's server binary, in a folder of its own and without its dependencies (it pins numpy<2;
+# the binary needs no Python package).
+TRITON_SERVER := .triton-server
+TRITON_BIN := $(TRITON_SERVER)/pytriton/tritonserver/bin/tritonserver
+PYTRITON := nvidia-pytriton==0.7.0
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test lint typecheck pytest install install-dev clean gpu-check
@@ -30,7 +36,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	@touch $@
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+$(TRITON_BIN): | $(BIN)/python
+	$(PIP) install --disable-pip-version-check -q --no-deps --upgrade --target $(TRITON_SERVER) $(PYTRITON)
+
+install-dev: $(VENV)/.installed-dev $(TRITON_BIN)
 
 demo: install
 	@mkdir -p $(DEMO_OUT)
@@ -57,4 +66,4 @@ gpu-check: install-dev
 	@$(BIN)/python tools/gpu_check.py --json gpu-check.json --work gpu-check-work
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache gpu-check-work
+	rm -rf $(VENV) $(TRITON_SERVER) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache gpu-check-work
