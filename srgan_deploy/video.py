@@ -377,6 +377,31 @@ class Source:
         self.container.close()
 
 
+def encodable_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """The largest size up to ``width`` x ``height`` that ``pix_fmt`` can hold: chroma-subsampled formats need
+    sides that are multiples of their subsampling (yuv420p: even). Why it matters now: a x3 or x1 model gives
+    an odd output for an odd input, which libx264 refuses to open an encoder for."""
+    import av
+
+    try:
+        probe = av.VideoFormat(pix_fmt, 16, 16)
+    except (ValueError, TypeError):  # an unknown format: the encoder says so, with its own words
+        return width, height
+    step_w = max(16 // max(c.width, 1) for c in probe.components)
+    step_h = max(16 // max(c.height, 1) for c in probe.components)
+    return max(step_w, width - width % step_w), max(step_h, height - height % step_h)
+
+
+_SAID: set[str] = set()
+
+
+def _warn_once(warn: Callable[[str], None], message: str) -> None:
+    """Once per process: every segment of a job opens its own Sink."""
+    if message not in _SAID:
+        _SAID.add(message)
+        warn(message)
+
+
 class Sink:
     """Writes the upscaled video (and copied side streams) into ``path`` (normally a temp file)."""
 
@@ -406,8 +431,16 @@ class Sink:
         if not isinstance(stream, av.VideoStream):
             raise ConfigError(f"'{codec}' is not a video encoder")
         self.stream: av.VideoStream = stream
-        self.stream.width = width
-        self.stream.height = height
+        fit_w, fit_h = encodable_size(width, height, options.pix_fmt)
+        if (fit_w, fit_h) != (width, height):
+            _warn_once(
+                warn,
+                f"{options.pix_fmt} stores colour at half resolution and needs even sides: the {width}x{height} "
+                f"output is cropped to {fit_w}x{fit_h} (the last column/row); --pix-fmt yuv444p keeps every pixel",
+            )
+        self.size = (fit_h, fit_w)
+        self.stream.width = fit_w
+        self.stream.height = fit_h
         self.stream.pix_fmt = options.pix_fmt
         self.stream.time_base = info.time_base
         cc = self.stream.codec_context
@@ -447,6 +480,9 @@ class Sink:
     def write_frame(self, rgb: np.ndarray, pts: int) -> None:
         import av
 
+        h, w = self.size
+        if rgb.shape[:2] != (h, w):  # an odd output size cropped to what the pixel format holds
+            rgb = np.ascontiguousarray(rgb[:h, :w])
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame = frame.reformat(
             format=self.stream.pix_fmt,

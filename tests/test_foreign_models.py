@@ -563,3 +563,28 @@ def test_what_cannot_run_gets_one_line(tmp_path: Path, cache: Path, files: dict[
     assert result.exit_code == 2 and "never unpickles" in result.stderr and "torch.onnx.export" in result.stderr
     result = cli(["upscale", str(image), "-o", str(tmp_path / "o"), "-w", str(files["espcn3x"]), "-b", "torch"], cache)
     assert result.exit_code == 2 and "use -b onnxruntime, openvino, tensorrt or tensorrt-rtx" in result.stderr
+
+
+def test_an_odd_video_output_is_cropped_for_yuv420p_with_a_warning(
+    files: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    """x3 of an odd-sized (yuv444p) clip is odd; yuv420p needs even sides, so the encoder gets the last
+    column and row cropped, said once; yuv444p keeps every pixel."""
+    import av
+
+    from tests.clips import make_clip
+
+    clip = make_clip(tmp_path / "odd.mp4", frames=3, width=63, height=47, pix_fmt="yuv444p")
+    sizes = {}
+    for pix_fmt in ("yuv420p", "yuv444p"):
+        out = tmp_path / f"{pix_fmt}.mp4"
+        result = cli(
+            ["video", str(clip), str(out), "-w", str(files["espcn3x"]), "-b", "onnxruntime", "--pix-fmt", pix_fmt],
+            cache,
+        )
+        assert result.exit_code == 0, result.output
+        with av.open(str(out)) as container:
+            stream = container.streams.video[0]
+            sizes[pix_fmt] = (stream.width, stream.height, sum(1 for _ in container.decode(video=0)))
+        assert ("cropped to 188x140" in result.stderr) == (pix_fmt == "yuv420p"), result.stderr
+    assert sizes == {"yuv420p": (188, 140, 3), "yuv444p": (189, 141, 3)}
