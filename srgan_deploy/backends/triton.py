@@ -408,7 +408,7 @@ class TritonBackend(Backend[TritonOptions]):
 
     def _release(self) -> None:
         self._pool = None
-        self._connections = {}
+        self._connections.clear()  # the same dict: __init__ made it, close() empties it
         self.served = ""
         self.max_pixels = None
         self.max_batch = 1
