@@ -448,8 +448,9 @@ def _make_wrapped(path: Path, sha: str, target: Path, notify: Notify) -> OnnxMod
     from srgan_deploy.files import partial_path
 
     what = path.name
-    notify(f"{what} is not an srgan-deploy model: measuring it once (scale, overlap, cost) and wrapping it")
     original = load_model(path)
+    inspect_io(original, what)  # a graph that cannot run is refused before anything is said about measuring it
+    notify(f"{what} is not an srgan-deploy model: measuring it once (scale, overlap, cost) and wrapping it")
     spec = inspect_model(original, path.stem, what)
     meta = {
         "srgan_deploy.spec": spec.to_json(),
