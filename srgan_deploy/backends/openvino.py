@@ -99,8 +99,9 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         return super()._tile_size(height, width)
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
-        if needs_fitting(self.model, frames):  # a static-shape or fixed-batch network
-            return run_fitted(frames, self.model, self._infer)
+        spec = self._model
+        if spec is not None and needs_fitting(spec, frames):  # a static-shape or fixed-batch network
+            return run_fitted(frames, spec, self._infer)
         return self._run(self._requests[0], frames)
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

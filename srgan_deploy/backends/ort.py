@@ -183,8 +183,9 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         return (max(min_h, min(th, max_h)), max(min_w, min(tw, max_w)))
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
-        if needs_fitting(self.model, frames):  # a static-shape or fixed-batch network
-            return run_fitted(frames, self.model, self._infer)
+        spec = self._model
+        if spec is not None and needs_fitting(spec, frames):  # a static-shape or fixed-batch network
+            return run_fitted(frames, spec, self._infer)
         profile = self.trt_profile
         if profile is None:
             return self._run(frames)
