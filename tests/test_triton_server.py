@@ -245,6 +245,18 @@ def test_video_through_triton(server: Server, tmp_path: Path) -> None:
     assert len(frames) == 12 and frames[0].shape == (192, 256, 3) and facts["audio"]
 
 
+def test_bench_through_triton(server: Server, tiny_weights: Path, tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    args = ["bench", "-b", "triton", "--triton-url", server.url, "--triton-model", MODEL, "-w", str(tiny_weights)]
+    result = CliRunner().invoke(
+        app, [*args, "--input", "24x16", "--iters", "3", "--warmup", "1", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["backend"] == "triton" and row["device"] == f"{MODEL} at {server.url}"
+    assert row["max_abs_vs_torch"] <= 2 and row["fps"] > 0  # the served model is the weights' own
+
+
 def test_two_clients_at_once(server: Server, tiny_weights: Path) -> None:
     inputs = {k: [make_input((1, 24, 32), 10 * k + i) for i in range(6)] for k in (0, 1)}
     with make_backend("auto", tiny_weights, device="cpu") as local:
