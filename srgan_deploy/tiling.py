@@ -39,6 +39,10 @@ def _axis(length: int, tile: int, overlap: int) -> tuple[tuple[int, int, int], .
     return tuple(out)
 
 
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 @dataclass(frozen=True)
 class TilePlan:
     height: int
@@ -47,10 +51,22 @@ class TilePlan:
     tile_w: int
     rows: tuple[tuple[int, int, int], ...]
     cols: tuple[tuple[int, int, int], ...]
+    align: int = 1  # tiles start at multiples of this, on the frame padded to a multiple of it
 
     @classmethod
-    def for_frame(cls, height: int, width: int, tile: int | tuple[int, int], overlap: int) -> TilePlan:
+    def for_frame(cls, height: int, width: int, tile: int | tuple[int, int], overlap: int, align: int = 1) -> TilePlan:
+        """``align`` > 1 is a network that needs sides divisible by it (``ModelSpec.size_multiple``; a
+        pixel-unshuffle network groups 2x2 pixels from its input's corner). A tile starting one pixel off that
+        grid groups other pixels than the whole frame does and gives another answer everywhere, so the frame is
+        padded to the multiple (bottom/right edges repeated, as the graph pads a whole frame) and tiles, their
+        steps and the overlap are multiples of it."""
         th, tw = (tile, tile) if isinstance(tile, int) else tile
+        if align > 1:
+            height_a, width_a = _round_up(height, align), _round_up(width, align)
+            th = max(align, min(th, height_a) // align * align)
+            tw = max(align, min(tw, width_a) // align * align)
+            overlap = _round_up(overlap, align)
+            return cls(height, width, th, tw, _axis(height_a, th, overlap), _axis(width_a, tw, overlap), align)
         th, tw = min(th, height), min(tw, width)
         return cls(height, width, th, tw, _axis(height, th, overlap), _axis(width, tw, overlap))
 
@@ -68,7 +84,11 @@ def upscale_tiled(
 ) -> np.ndarray:
     """Run ``infer`` on equal-size tiles (batched) and stitch the kept parts."""
     n = frames.shape[0]
-    out = np.empty((n, plan.height * scale, plan.width * scale, frames.shape[3]), dtype=frames.dtype)
+    height, width = plan.rows[-1][2], plan.cols[-1][2]  # the frame padded to the plan's alignment
+    if (height, width) != frames.shape[1:3]:
+        pad = ((0, 0), (0, height - frames.shape[1]), (0, width - frames.shape[2]), (0, 0))
+        frames = np.pad(frames, pad, mode="edge")
+    out = np.empty((n, height * scale, width * scale, frames.shape[3]), dtype=frames.dtype)
     jobs = [(r, c) for r in plan.rows for c in plan.cols]
     s = scale
     for f in range(n):
@@ -81,4 +101,6 @@ def upscale_tiled(
                 out[f, ya * s : yb * s, xa * s : xb * s] = result[
                     k, (ya - ry) * s : (yb - ry) * s, (xa - cx) * s : (xb - cx) * s
                 ]
+    if (height, width) != (plan.height, plan.width):
+        out = np.ascontiguousarray(out[:, : plan.height * s, : plan.width * s])
     return out

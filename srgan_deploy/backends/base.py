@@ -200,7 +200,7 @@ class Backend(ABC, Generic[O]):
 
         th, tw = (tile, tile) if isinstance(tile, int) else tile
         batch = self._tiles_per_call(th, tw)
-        tiles = TilePlan.for_frame(h, w, tile, self.overlap)
+        tiles = TilePlan.for_frame(h, w, tile, self.overlap, self.model.size_multiple)
         return upscale_tiled(frames, tiles, self._infer, self.scale, batch)
 
     def _tiles_per_call(self, tile_h: int, tile_w: int) -> int:
