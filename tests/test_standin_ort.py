@@ -158,3 +158,29 @@ def test_the_stand_in_has_the_real_onnxruntime_api(double: type, real: type, nam
         assert [p.kind for p in mine.values()] == [p.kind for p in theirs.values()], name
         defaults = {k: p.default for k, p in theirs.items() if p.default is not inspect.Parameter.empty}
         assert {k: mine[k].default for k in defaults} == defaults, name
+
+
+def test_the_tensorrt_provider_builds_under_an_interprocess_lock(
+    onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers N processes would build into one engine cache at once; onnxruntime locks only threads."""
+    import fcntl
+
+    seen: list[bool] = []
+    original = standin.StandinSession.__init__
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        with (tmp_path / "cache" / "ort-tensorrt" / "build.lock").open("a+b") as other:  # as another process would
+            try:
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+                seen.append(False)
+            except BlockingIOError:
+                seen.append(True)
+        original(self, *args, **kwargs)
+
+    standin.install(monkeypatch)
+    monkeypatch.setattr(standin.StandinSession, "__init__", spy)
+    with gpu_backend(onnx_path, tmp_path / "cache"):
+        pass
+    assert seen == [True]

@@ -9,6 +9,7 @@ tiles are clamped into it, as the TensorRT backend does for its own engines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -106,6 +107,18 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             )
         return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
+    def _engine_cache_lock(self) -> contextlib.AbstractContextManager[None]:
+        """With the TensorRT provider, one process at a time builds into its engine cache: onnxruntime's own lock
+        covers threads of one process only (onnxruntime PR 13356), and --workers N starts N processes that
+        would otherwise build the same engine at once and read each other's half-written files. With explicit
+        profile shapes the provider builds while the session is made, so the lock spans that."""
+        uses_trt = any(p[0] == "TensorrtExecutionProvider" for p in self.providers if isinstance(p, tuple))
+        if not uses_trt:
+            return contextlib.nullcontext()
+        from srgan_deploy.files import file_lock
+
+        return file_lock(cache_dir(self.options.cache_dir) / "ort-tensorrt" / "build.lock")
+
     def _trt_profile(self) -> ShapeProfile:
         """The provider's profile: ours, narrowed to the model's static shape or fixed batch."""
         return TRT_PROFILE.fitted(self.onnx.spec) if self.onnx is not None else TRT_PROFILE
@@ -135,7 +148,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         if self.providers == ["CPUExecutionProvider"]:
             model, self.graph_rewrites = self._cpu_graph(path)
         try:
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
+            with self._engine_cache_lock():
+                self.session = ort.InferenceSession(model, sess_options=opts, providers=self.providers)
         except Exception as exc:
             raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
         loaded = str(self.session.get_providers()[0])
