@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +47,10 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> Path:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # the user never asked for the temporary: a full disk is reported against the file they know
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -83,3 +89,29 @@ def file_lock(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterato
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[Callable[[], str]]:
+    """Send everything written to file descriptor 2 inside the block (C and C++ libraries included) to a
+    scratch file; yields a function that returns what was written so far.
+
+    Why: Ray's core worker and some encoders print their own warnings straight to the terminal (twenty lines
+    of gRPC retries for one unreachable address); the caller says what went wrong in one line instead, and
+    can quote the captured text where it helps."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as scratch:
+        os.dup2(scratch.fileno(), 2)
+
+        def text() -> str:
+            sys.stderr.flush()
+            scratch.seek(0)
+            return scratch.read().decode("utf-8", "replace")
+
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
