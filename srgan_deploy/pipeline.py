@@ -30,6 +30,7 @@ from srgan_deploy.interrupts import sigterm_as_interrupt
 from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
 
 _END = object()
+MAX_SECONDS = 1e9  # --start/--duration/--segment-seconds: 31 years, and still exact in any time base's ticks
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class VideoJob:
             raise ConfigError(f"--duration {self.duration} must be a positive number of seconds")
         if self.start is not None and not (math.isfinite(self.start) and self.start >= 0):
             raise ConfigError(f"--start {self.start} must be a number of seconds >= 0")
+        for name, value in (("--start", self.start), ("--duration", self.duration)):
+            if value is not None and value > MAX_SECONDS:
+                # far past any video; such a time cannot even be counted in a stream's clock ticks
+                raise ConfigError(f"{name} {value:g} is longer than any video; give at most {MAX_SECONDS:g} seconds")
 
 
 @dataclass
@@ -122,6 +127,10 @@ def check_paths(job: VideoJob) -> str:
     fmt = container_format(job.target)
     if job.target.resolve() == job.source.resolve():
         raise OutputExistsError("output and input are the same file; choose another output name")
+    if job.target.is_dir():
+        raise OutputError(
+            f"the output {job.target} is a folder; give a file name (or -o {job.target} to write into that folder)"
+        )
     if job.target.exists() and not job.overwrite:
         raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
     if not job.target.parent.exists():

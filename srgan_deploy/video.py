@@ -9,6 +9,7 @@ only when the output container cannot hold the codec, with a warning).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -111,6 +112,94 @@ def encoder_opens(codec: str, width: int, height: int, pix_fmt: str) -> bool:
     except av.error.FFmpegError:
         return False
     return True
+
+
+def encoder_settings(codec: str, options: EncodeOptions) -> dict[str, str]:
+    """The encoder's own options for ``options`` (one place: the check before a job and its encoders agree)."""
+    opts: dict[str, str] = {}
+    if options.crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
+        opts["crf"] = str(options.crf)
+        if codec == "libvpx-vp9":
+            opts["b"] = "0"
+    elif options.crf is not None and codec.endswith("_nvenc"):
+        opts["cq"] = str(options.crf)
+    if options.preset and codec in ("libx264", "libx265"):
+        opts["preset"] = options.preset
+    elif options.preset and codec == "libsvtav1" and options.preset.lstrip("-").isdigit():
+        opts["preset"] = options.preset  # SVT-AV1's presets are numbers; x264's names (the default) do not apply
+    elif options.preset and codec.endswith("_nvenc"):
+        opts["preset"] = "p4"
+    if codec == "libx265":
+        opts["x265-params"] = "log-level=error"
+    return opts
+
+
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
+
+@functools.lru_cache(maxsize=32)
+def check_encoder(codec: str, options: EncodeOptions) -> None:
+    """Open ``codec`` once on a small picture with the job's settings, before any work, and name the option
+    the encoder refuses. Why: x264 takes ``--preset veryfastt`` and libx264 ``--pix-fmt gray16le`` only
+    to fail at the first frame, hours into a queue, with FFmpeg's words. NVENC that cannot start here is
+    left to the encoder's fallback (libx264, with a warning)."""
+    if codec.endswith("_nvenc"):
+        return
+    settings = encoder_settings(codec, options)
+    plain = {k: v for k, v in settings.items() if k not in ("preset", "crf", "cq")}
+    if _encoder_refuses(codec, options.pix_fmt, plain):
+        supported = _pixel_formats(codec)
+        if supported and options.pix_fmt not in supported:
+            raise ConfigError(
+                f"--pix-fmt '{options.pix_fmt}' cannot be encoded by {codec}; use one of {', '.join(supported)}"
+            )
+        raise ConfigError(
+            f"the encoder {codec} cannot start here with --pix-fmt {options.pix_fmt}; try --codec libx264"
+        )
+    if "preset" in settings and _encoder_refuses(codec, options.pix_fmt, {**plain, "preset": settings["preset"]}):
+        known = f"use one of {', '.join(X264_PRESETS)}" if codec in ("libx264", "libx265") else "see its documentation"
+        raise ConfigError(f"--preset '{options.preset}' is not a preset of {codec}; {known}")
+    if _encoder_refuses(codec, options.pix_fmt, settings):
+        raise ConfigError(f"--crf {options.crf} is refused by {codec}; use a value in its range (18 is the default)")
+
+
+def _pixel_formats(codec: str) -> list[str]:
+    import av
+
+    try:
+        return sorted(f.name for f in av.Codec(codec, "w").video_formats or ())
+    except (av.error.FFmpegError, ValueError):
+        return []
+
+
+def _encoder_refuses(codec: str, pix_fmt: str, settings: dict[str, str]) -> bool:
+    import av
+
+    from srgan_deploy.files import captured_stderr
+
+    with captured_stderr():  # the encoder's own complaint ("x264 [error]: invalid preset") is said our way
+        try:
+            context = av.CodecContext.create(codec, "w")
+            assert isinstance(context, av.VideoCodecContext)
+            context.width, context.height, context.pix_fmt = 64, 64, pix_fmt
+            context.time_base = Fraction(1, 25)
+            context.framerate = Fraction(25)
+            context.options = dict(settings)
+            context.open()
+        except (av.error.FFmpegError, ValueError):
+            return True
+    return False
 
 
 def container_format(path: Path) -> str:
@@ -445,20 +534,8 @@ class Sink:
         self.stream.time_base = info.time_base
         cc = self.stream.codec_context
         cc.time_base = info.time_base
-        opts: dict[str, object] = {}
-        if options.crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
-            opts["crf"] = str(options.crf)
-            if codec == "libvpx-vp9":
-                opts["b"] = "0"
-        elif options.crf is not None and codec.endswith("_nvenc"):
-            opts["cq"] = str(options.crf)
-        if (options.preset and codec in ("libx264", "libx265", "libsvtav1")) or (
-            options.preset and codec.endswith("_nvenc")
-        ):
-            opts["preset"] = options.preset if not codec.endswith("_nvenc") else "p4"
-        if codec == "libx265":
-            opts["x265-params"] = "log-level=error"
-        self.stream.options = opts
+        settings: dict[str, object] = {**encoder_settings(codec, options)}
+        self.stream.options = settings
         self.matrix = source.matrix
         self.color_range = info.color["range"] if info.color["range"] in (1, 2) else 1
         cc.color_range = self.color_range

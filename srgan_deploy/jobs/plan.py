@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from srgan_deploy.errors import ConfigError, VideoError
 from srgan_deploy.jobs.index import InputIndex
+from srgan_deploy.pipeline import MAX_SECONDS
 from srgan_deploy.video import PtsWindow
 
 DEFAULT_SEGMENT_SECONDS = 4.0
@@ -28,8 +29,8 @@ class Plan:
 
 
 def check_segment_seconds(seconds: float) -> float:
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"--segment-seconds {seconds} must be a positive number of seconds (4 is the default)")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise ConfigError(f"--segment-seconds {seconds:g} must be a positive number of seconds (4 is the default)")
     return seconds
 
 
