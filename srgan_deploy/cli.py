@@ -59,7 +59,10 @@ def fill_optional_values(args: list[str]) -> list[str]:
             # a word that is not an existing path and has no file suffix is meant as the value (and is then
             # checked as one, with a message that says so), not taken for an input
             meant = nxt is not None and not Path(nxt).exists() and not Path(nxt).suffix
-            if nxt is None or nxt.startswith("-") or not (is_value(nxt) or meant):
+            # "-1,0.5" is a (bad) value, not an option: it is passed on to be checked, and refused in the
+            # option's words, instead of click's "No such option: -1"
+            negative = nxt is not None and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] == ".")
+            if nxt is None or (nxt.startswith("-") and not negative) or not (is_value(nxt) or meant or negative):
                 out.append(default)
     return out
 
@@ -699,6 +702,10 @@ def video(
             "through Ray's object store (no shared storage; for inputs that fit in it).",
         ),
     ] = "shared",
+    ray_timeout: Annotated[
+        float,
+        typer.Option("--ray-timeout", help="Seconds for the Ray cluster to answer before giving up (60)."),
+    ] = 60.0,
     dedup: Annotated[
         str | None,
         typer.Option(
@@ -739,6 +746,7 @@ def video(
         workers=workers,
         ray=ray,
         ray_transfer=ray_transfer,
+        ray_timeout=ray_timeout,
         triton=_server(triton_url, triton_model, triton_timeout),
     )
     inputs, outputs = _video_paths(paths, out_dir, options)
@@ -842,7 +850,8 @@ def _report_videos(result: VideoJobResult, rule: DedupRule | None) -> None:
     if len(outcomes) > 1:
         out.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} videos done", markup=False)
     if len(outcomes) == 1 and failed:
-        raise VideoError(str(failed[0].error))
+        # the error as it was raised: a bug stays exit 1 with its traceback under --debug
+        raise failed[0].cause if failed[0].cause is not None else VideoError(str(failed[0].error))
     if failed:
         names = ", ".join(o.job.source.name for o in failed)
         raise VideoError(f"{len(failed)} of {len(outcomes)} video(s) failed: {names} (errors above)")

@@ -68,6 +68,49 @@ def available_memory() -> int | None:
     return None
 
 
+def total_memory() -> int | None:
+    """This machine's memory, or its container's limit where that is lower (cgroup v2); None where unknown."""
+    import os
+
+    try:
+        total: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as handle:
+            limit = handle.read().strip()
+    except OSError:
+        limit = ""
+    if limit.isdigit():
+        total = min(total or int(limit), int(limit))
+    return total
+
+
+def memory_capacity(device: str) -> tuple[int | None, str]:
+    """(bytes, in words) of the memory a budget on ``device`` ("cpu", "cuda:N") is a share of: the GPU's
+    where CUDA can say, else this machine's. Why not always the host's: a 140 GB GPU in a 128 GB host."""
+    if device.startswith("cuda"):
+        from srgan_deploy.errors import BackendUnavailableError, EngineError
+        from srgan_deploy.gpu.cuda_rt import device_properties
+
+        index = int(device.partition(":")[2] or 0)
+        try:
+            return device_properties(index).total_memory, f"GPU {index}"
+        except (BackendUnavailableError, EngineError):
+            return None, ""
+    return total_memory(), "this machine"
+
+
+def check_budget(budget: int, capacity: int | None, where: str) -> None:
+    """Refuse a ``--memory-budget`` larger than the memory it is a budget of: such a number plans whole frames
+    that cannot be held, and the run ends out of memory (or swapping) instead of tiling."""
+    if capacity is not None and budget > capacity:
+        raise ConfigError(
+            f"--memory-budget {budget / 2**30:.4g}G is more than {where} has ({capacity / 2**30:.1f} GiB); "
+            f"give at most {capacity // 2**30}G, or leave it out (default: half the free memory, at most 2G)"
+        )
+
+
 def default_budget() -> int:
     """Half of the memory available now, capped at 2 GiB, and never below 256 MiB."""
     free = available_memory()

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from srgan_deploy.cli import app, fill_optional_values
 from srgan_deploy.dedup import DedupRule, collapse, parse_rule
 from srgan_deploy.errors import ConfigError, OutputError, OutputExistsError
+from srgan_deploy.jobs.events import Done
 from srgan_deploy.jobs.index import InputIndex, index_input
 from srgan_deploy.jobs.manifest import WorkDir, work_dir_for
 from srgan_deploy.jobs.plan import plan_segments
@@ -229,6 +230,27 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(
     assert not work_dir_for(killed).exists()
 
 
+def _record(index: int, data: bytes, frames: int = 1) -> dict[str, object]:
+    """A manifest record of a finished segment holding ``data`` (what the coordinator writes)."""
+    import hashlib
+
+    from srgan_deploy.jobs.manifest import segment_name
+
+    return {
+        "index": index,
+        "file": segment_name(index),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "frames": frames,
+        "duplicates": 0,
+        "rotation": 0.0,
+        "bad_packets": 0,
+        "seconds": 0.1,
+        "codec": "libx264",
+        "first_time": "0" if frames else None,
+    }
+
+
 def test_changed_options_start_over_and_say_what_changed(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
     out = tmp_path / "o.mp4"
     work = WorkDir(out)
@@ -239,7 +261,7 @@ def test_changed_options_start_over_and_say_what_changed(vfr_clip: Path, tmp_pat
     item = _open_input(
         0, VideoJob(vfr_clip, out, EncodeOptions(crf=30, preset="ultrafast")), QueueOptions(0.2), Reporter()
     )
-    item.manifest.done[0] = {"file": "seg-00000.mp4", "bytes": 1, "frames": 1}
+    item.manifest.done[0] = _record(0, b"x", frames=1)
     item.work.save(item.manifest)
     item.work.release()
     warnings: list[str] = []
@@ -351,6 +373,10 @@ def test_bare_optional_values_are_filled_in() -> None:
     assert fill_optional_values(["--dedup", "4,0.2", "a"]) == ["--dedup", "4,0.2", "a"]
     assert fill_optional_values(["--dedup", "lots", "a.mp4"]) == ["--dedup", "lots", "a.mp4"]  # then: not a rule
     assert fill_optional_values(["--ray", "headnode", "a.mp4"]) == ["--ray", "headnode", "a.mp4"]
+    # a negative number is a (bad) value to refuse in the option's words, not click's "No such option: -1"
+    assert fill_optional_values(["--dedup", "-1,0.5", "a"]) == ["--dedup", "-1,0.5", "a"]
+    assert fill_optional_values(["--dedup", "-.5", "a"]) == ["--dedup", "-.5", "a"]
+    assert fill_optional_values(["--dedup", "-o", "out"]) == ["--dedup", "default", "-o", "out"]
 
 
 # ------------------------------------------------------------------ dedup
@@ -674,3 +700,332 @@ def test_backend_notices_inside_a_job_are_events_shown_once(
     assert [w for w in warnings if "out of memory" in w] == ["out of memory on a 64x48 frame; retrying with 32px tiles"]
     assert "out of memory" not in capsys.readouterr().err
     assert backend.notify is say_on_stderr  # outside the job, stderr again
+
+
+# ------------------------------------------------------------------ reliability (issue 29)
+# 1. the work folder is evidence, 2. bounded scale-out, 3. errors in the user's words, 4. nothing left behind
+
+
+class _StopsAfter(InProcess):
+    """Renders ``n`` segments, then stops as a kill would (the finished ones are in the manifest)."""
+
+    def __init__(self, backend: object, n: int) -> None:
+        super().__init__(backend)  # type: ignore[arg-type]
+        self.n = n
+
+    def run(self, tasks, on_event, should_run):  # type: ignore[no-untyped-def]
+        done = 0
+
+        def counting(event: object) -> None:
+            nonlocal done
+            on_event(event)
+            if isinstance(event, Done):
+                done += 1
+                if done >= self.n:
+                    raise KeyboardInterrupt
+
+        super().run(tasks, counting, should_run)
+
+
+def _partly_done(clip: Path, out: Path, backend: object, n: int) -> WorkDir:
+    from srgan_deploy.errors import Interrupted
+
+    with pytest.raises(Interrupted, match="run the same command again"):
+        run_queue([VideoJob(clip, out, FAST)], QueueOptions(0.2), _StopsAfter(backend, n))
+    work = WorkDir(out)
+    saved = work.load()
+    assert saved is not None and len(saved.done) == n
+    return work
+
+
+def test_a_segment_changed_in_place_is_rendered_again(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    """Only the size was checked: a segment overwritten in the middle at the same size was reused, and the
+    output had decode errors. Its checksum no longer matches: it is rendered again, with a line."""
+    out = tmp_path / "o.mp4"
+    work = _partly_done(vfr_clip, out, bicubic, 2)
+    segment = work.path / "seg-00000.mp4"
+    data = bytearray(segment.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 256] = bytes(255 - b for b in data[middle : middle + 256])
+    segment.write_bytes(bytes(data))
+    warnings: list[str] = []
+    (outcome,) = run_queue(
+        [VideoJob(vfr_clip, out, FAST)],
+        QueueOptions(0.2),
+        InProcess(bicubic),  # type: ignore[arg-type]
+        Reporter(warn=warnings.append),
+    )
+    assert outcome.ok and outcome.reused == 1, (outcome, warnings)
+    assert any("segment 0" in w and "checksum" in w and "rendering it again" in w for w in warnings), warnings
+    run([VideoJob(vfr_clip, tmp_path / "clean.mp4", FAST)], bicubic, seconds=0.2)
+    a, ta = frames_of(out)
+    b, tb = frames_of(tmp_path / "clean.mp4")
+    assert ta == tb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _damage(kind: str, manifest: Path) -> None:
+    import json
+
+    data = json.loads(manifest.read_text())
+    if kind == "truncated":
+        manifest.write_text(manifest.read_text()[:40])
+        return
+    if kind == "empty":
+        manifest.write_text("")
+        return
+    if kind == "folder":
+        manifest.unlink()
+        manifest.mkdir()
+        return
+    if kind == "list":
+        data = [data]
+    elif kind == "done-is-a-list":
+        data["done"] = list(data["done"].values())
+    elif kind == "segments-text":
+        data["segments"] = str(data["segments"])
+    elif kind == "record-names-another-file":
+        data["done"]["0"]["file"] = "../../o.mp4"
+    elif kind == "record-without-checksum":
+        del data["done"]["0"]["sha256"]
+    elif kind == "first-time-not-a-time":
+        data["done"]["0"]["first_time"] = "soon"
+    elif kind == "older-version":
+        data["version"] = 1
+    manifest.write_text(json.dumps(data))
+
+
+MANIFEST_DAMAGE = [
+    "truncated",
+    "empty",
+    "folder",
+    "list",
+    "done-is-a-list",
+    "segments-text",
+    "record-names-another-file",
+    "record-without-checksum",
+    "first-time-not-a-time",
+    "older-version",
+]
+
+
+@pytest.mark.parametrize("kind", MANIFEST_DAMAGE)
+def test_a_manifest_that_cannot_be_used_is_set_aside_and_the_job_starts_over(
+    kind: str, vfr_clip: Path, tmp_path: Path, bicubic: object
+) -> None:
+    """Valid JSON of the wrong shape crashed every later run ("internal error"), --restart included; a corrupt,
+    truncated or old manifest restarted silently. Now it is set aside, with a line that says why."""
+    out = tmp_path / "o.mp4"
+    work = _partly_done(vfr_clip, out, bicubic, 1)
+    _damage(kind, work.path / "manifest.json")
+    warnings: list[str] = []
+    report = Reporter(warn=warnings.append)
+    runner = _StopsAfter(bicubic, 1)  # stop again, to look at the folder before the job ends
+    from srgan_deploy.errors import Interrupted
+
+    with pytest.raises(Interrupted):
+        run_queue([VideoJob(vfr_clip, out, FAST)], QueueOptions(0.2), runner, report)
+    assert any("cannot be used" in w and "starts over" in w for w in warnings), warnings
+    assert (work.path / "manifest.rejected.json").exists()  # kept for a look
+    (outcome,) = run_queue([VideoJob(vfr_clip, out, FAST)], QueueOptions(0.2), InProcess(bicubic))  # type: ignore[arg-type]
+    assert outcome.ok and outcome.frames == len(VFR_MS), outcome.error
+    assert not work.path.exists()
+
+
+def test_restart_works_whatever_the_work_folder_holds(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    for kind in ("done-is-a-list", "folder"):
+        out = tmp_path / f"{kind}.mp4"
+        work = _partly_done(vfr_clip, out, bicubic, 1)
+        _damage(kind, work.path / "manifest.json")
+        result = _cli_run(str(vfr_clip), str(out), "-b", "bicubic", "--preset", "ultrafast", "--restart")
+        assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+        assert not work.path.exists()
+
+
+def test_segments_without_their_manifest_are_not_trusted(vfr_clip: Path, tmp_path: Path, bicubic: object) -> None:
+    out = tmp_path / "o.mp4"
+    work = _partly_done(vfr_clip, out, bicubic, 2)
+    (work.path / "manifest.json").unlink()
+    warnings: list[str] = []
+    (outcome,) = run_queue(
+        [VideoJob(vfr_clip, out, FAST)],
+        QueueOptions(0.2),
+        InProcess(bicubic),  # type: ignore[arg-type]
+        Reporter(warn=warnings.append),
+    )
+    assert outcome.ok and outcome.reused == 0
+    assert any("no manifest" in w and "starts over" in w for w in warnings), warnings
+
+
+def test_machine_caps_the_worker_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--workers 999 on a 1-second clip started hundreds of processes (236 and 7 GB after 40 s)."""
+    from srgan_deploy import memory
+    from srgan_deploy.jobs import Reporter as Events
+    from srgan_deploy.jobs import VideoJobOptions, upscale_videos, videos
+    from srgan_deploy.jobs.workers import machine_cap
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(memory, "available_memory", lambda: 100 * 2**30)
+    assert machine_cap(999, None) == (4, "this machine has 4 core(s)")
+    assert machine_cap(3, None) == (3, "")
+    monkeypatch.setattr(memory, "available_memory", lambda: 3 * 2**30)
+    count, why = machine_cap(999, 2**30)  # 1 GiB budget each + what a worker process needs itself
+    assert count == 2 and "memory" in why
+
+    started: list[int] = []
+
+    class Pool:
+        def __init__(self, specs: list[object], respec: object = None) -> None:
+            started.append(len(specs))
+
+        def run(self, tasks, on_event, should_run):  # type: ignore[no-untyped-def]
+            return None
+
+    monkeypatch.setattr(videos, "ProcessPool", Pool)
+    monkeypatch.setattr(memory, "available_memory", lambda: 100 * 2**30)
+    clip = make_clip(tmp_path / "in.mp4", width=32, height=24, frames=4, audio=False)
+    warnings: list[str] = []
+    options = VideoJobOptions(backend="bicubic", encode=FAST, workers=999)
+    upscale_videos([clip], [tmp_path / "out.mp4"], options, Events(warn=warnings.append))
+    assert started == [4]
+    assert warnings == ["--workers 999: starting 4, as this machine has 4 core(s)"]
+    assert not list(tmp_path.glob(".*.srgan-work"))  # the pool rendered nothing: nothing kept
+
+
+def test_no_more_worker_processes_than_segments(vfr_clip: Path, tmp_path: Path) -> None:
+    import multiprocessing
+
+    from srgan_deploy.backends.registry import choose
+    from srgan_deploy.jobs.workers import ProcessPool, worker_specs
+    from srgan_deploy.sources import Weights
+
+    alive: list[int] = []
+    notes: list[str] = []
+
+    class Counting(ProcessPool):
+        def run(self, tasks, on_event, should_run):  # type: ignore[no-untyped-def]
+            def spy(event: object) -> None:
+                if isinstance(event, Done):
+                    alive.append(sum(c.name.startswith("srgan-worker") for c in multiprocessing.active_children()))
+                on_event(event)  # type: ignore[arg-type]
+
+            super().run(tasks, spy, should_run)
+
+    pool = Counting(worker_specs(choose("bicubic"), Weights(None), 3, ["cpu"]))
+    (outcome,) = run_queue(
+        [VideoJob(vfr_clip, tmp_path / "one.mp4", FAST)],
+        QueueOptions(100.0),  # the whole clip is one segment
+        pool,
+        Reporter(status=notes.append),
+    )
+    assert outcome.ok and outcome.segments == 1, outcome.error
+    assert alive == [1]
+    assert "1 segment(s) to render: starting 1 worker process(es), not 3" in notes
+
+
+def _silent_server() -> tuple[object, int]:
+    """A TCP port that accepts connections and never says a word (a firewall's tarpit, a wrong service)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[object] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept())
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("where", ["closed-port", "no-answer"])
+def test_ray_that_cannot_be_reached_fails_fast_in_one_line(where: str, vfr_clip: Path, tmp_path: Path) -> None:
+    """--ray to a closed local port retried for minutes without an error; to an address that does not
+    answer it failed after 22 s with about 20 lines of Ray's C++ warnings first."""
+    pytest.importorskip("ray")
+    server = None
+    if where == "closed-port":
+        address = f"127.0.0.1:{_closed_port()}"
+    else:
+        server, port = _silent_server()
+        address = f"127.0.0.1:{port}"
+    out = tmp_path / "r.mp4"
+    args = [str(vfr_clip), str(out), "-b", "bicubic", "--ray", address, "--ray-timeout", "4"]
+    began = time.monotonic()
+    try:
+        done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=90)
+    finally:
+        if server is not None:
+            server.close()  # type: ignore[attr-defined]
+    assert time.monotonic() - began < 40
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and address in errors[0], done.stderr
+    assert ("--ray-timeout" in errors[0]) == (where == "no-answer"), errors[0]
+    assert not [line for line in lines if "rpc_client" in line or line.startswith("[20")], done.stderr
+    assert not work_dir_for(out).exists() and not out.exists()
+
+
+def test_a_queue_reports_every_failure_and_its_summary(vfr_clip: Path, tmp_path: Path) -> None:
+    """An undecodable mp4 failed with our temp file's name (.seg-00000.<pid>.partial.mp4: No such file)
+    and took the queue's per-file lines and its "N of M failed" summary with it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "a.mp4", width=32, height=24, frames=6, audio=False)
+    data = bytearray((folder / "a.mp4").read_bytes())
+    at = data.find(b"mdat")
+    size = int.from_bytes(data[at - 4 : at], "big")
+    data[at + 4 : at - 4 + size] = bytes(size - 8)
+    (folder / "b-zeroed.mp4").write_bytes(bytes(data))
+    (folder / "c-text.mp4").write_text("not a video")
+    result = _cli_run(str(folder), "-o", str(tmp_path / "out"), "-b", "bicubic", "--preset", "ultrafast")
+    err = result.stderr  # type: ignore[attr-defined]
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert any("b-zeroed.mp4" in line and "could be decoded" in line for line in lines), err
+    assert any("c-text.mp4" in line for line in lines), err
+    assert "2 of 3 video(s) failed: b-zeroed.mp4, c-text.mp4" in lines[-1]
+    assert ".partial" not in err
+    assert "1 of 3 videos done" in result.stdout  # type: ignore[attr-defined]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4"]  # no work folders left
+
+
+def test_a_bug_in_one_input_fails_that_input_only(tmp_path: Path) -> None:
+    from srgan_deploy.backends.bicubic import BicubicBackend
+    from srgan_deploy.backends.options import BicubicOptions
+
+    class Buggy(BicubicBackend):
+        def _infer(self, frames: np.ndarray) -> np.ndarray:
+            if frames.shape[2] == 32:
+                raise RuntimeError("boom")
+            return super()._infer(frames)
+
+    bad = make_clip(tmp_path / "bad.mp4", width=32, height=24, frames=4, audio=False)
+    good = make_clip(tmp_path / "good.mp4", width=48, height=32, frames=4, audio=False)
+    failed: list[str] = []
+    with Buggy(BicubicOptions(), lambda: 4) as backend:
+        first, second = run_queue(
+            [VideoJob(bad, tmp_path / "o1.mp4", FAST), VideoJob(good, tmp_path / "o2.mp4", FAST)],
+            QueueOptions(0.1),
+            InProcess(backend),
+            Reporter(failed=failed.append),
+        )
+    assert not first.ok and "internal error: RuntimeError: boom" in str(first.error)
+    assert isinstance(first.cause, RuntimeError)  # re-raised as it was for a single input (exit 1, --debug)
+    assert second.ok and second.frames == 4, second.error
+    assert len(failed) == 1 and "bad.mp4" in failed[0]
+    assert not list(tmp_path.glob(".*.srgan-work"))

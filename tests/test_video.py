@@ -219,7 +219,12 @@ def test_cli_video_and_errors(clip: Path, tmp_path: Path, tiny_weights: Path) ->
     assert ext.exit_code == 2 and ".mp4" in ext.stderr
 
 
-def test_sigint_leaves_no_output(tmp_path: Path, tiny_weights: Path) -> None:
+@pytest.mark.parametrize("finished", [False, True], ids=["before-any-segment", "after-a-segment"])
+def test_sigint_leaves_no_output(tmp_path: Path, tiny_weights: Path, finished: bool) -> None:
+    """Ctrl-C never leaves a partial file; the work folder stays only when it holds a finished segment to
+    resume from (one segment for the whole clip: nothing is finished when the signal comes)."""
+    from srgan_deploy.jobs.manifest import WorkDir
+
     src = make_clip(tmp_path / "long.mp4", frames=400, width=96, height=64)
     out = tmp_path / "never.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -236,21 +241,31 @@ def test_sigint_leaves_no_output(tmp_path: Path, tiny_weights: Path) -> None:
         "torch",
         "--preset",
         "ultrafast",
+        "--segment-seconds",
+        "0.5" if finished else "100",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     work = tmp_path / ".never.mp4.srgan-work"
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(work.glob(".seg-*partial*")):
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        saved = WorkDir(out).load()
+        if list(work.glob(".seg-*partial*")) and (not finished or (saved is not None and saved.done)):
+            break
         time.sleep(0.05)
     assert list(work.glob(".seg-*partial*")), "the run never started writing"
-    time.sleep(0.5)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
-    assert b"interrupted" in err and b"resume" in err
+    assert b"interrupted" in err
     assert not out.exists()
     assert not list(work.glob(".seg-*partial*"))  # no half-written segment left behind
-    assert (work / "manifest.json").exists()  # the finished ones are kept for the next run
+    if finished:
+        assert b"resume" in err
+        assert (work / "manifest.json").exists()  # the finished ones are kept for the next run
+    else:
+        assert b"nothing is kept" in err
+        assert not work.exists()  # nothing a re-run could use: no folder left behind
 
 
 def test_nvenc_without_a_gpu_falls_back_to_x264(clip: Path, tmp_path: Path, model: object) -> None:

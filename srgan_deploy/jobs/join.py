@@ -9,6 +9,7 @@ nudged forward by one tick; presentation times never change.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import os
@@ -17,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from srgan_deploy.errors import VideoError
+from srgan_deploy.errors import OutputError, VideoError
 from srgan_deploy.files import fsync_dir
 from srgan_deploy.jobs.plan import Plan
 from srgan_deploy.pipeline import VideoJob
@@ -92,8 +93,14 @@ def join_segments(
             os.fsync(f.fileno())
         os.replace(tmp, job.target)
         fsync_dir(job.target.parent)
-    except av.error.FFmpegError as exc:
-        raise VideoError(f"FFmpeg failed while joining {job.target.name}: {exc}; no output written") from exc
+    except OSError as exc:  # FFmpeg's errors too; their text names our temporary file, so it is not quoted
+        reason = exc.strerror or type(exc).__name__
+        if not isinstance(exc, av.error.FFmpegError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
+            raise OutputError(
+                f"cannot write {job.target}: {reason}; the finished segments are kept - free some space and run "
+                "the same command again to join them"
+            ) from exc
+        raise VideoError(f"FFmpeg failed while joining {job.target.name}: {reason}; no output written") from exc
     finally:
         source.close()
         tmp.unlink(missing_ok=True)

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
-from srgan_deploy.files import atomic_write_bytes
-from srgan_deploy.jobs.events import Done, Failed, Note, Progress
+from srgan_deploy.files import atomic_write_bytes, captured_stderr
+from srgan_deploy.jobs.events import Done, Failed, Note, Progress, describe
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask, render_segment
-from srgan_deploy.jobs.workers import OnEvent, Retries, ShouldRun, WorkerSpec
+from srgan_deploy.jobs.workers import OnEvent, Retries, ShouldRun, WorkerSpec, fit_to_work
 
 RAY_INSTALL = "pip install 'srgan-deploy[cluster]' (or pip install ray)"
 LOCAL = "local"  # bare --ray: start an embedded Ray on this machine
@@ -90,8 +93,8 @@ class SegmentWorker:
 
         try:
             return render_segment(task, self.backend, seen, self.notes.append)
-        except SrganDeployError as exc:
-            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - its input fails with this line; retrying elsewhere would not help
+            return describe(exc)
 
     def render_bytes(self, task: SegmentTask, key: str, data: bytes | None) -> tuple[SegmentResult, bytes] | str:
         """ "objects" transfer: the input arrives as bytes (the first time this worker sees it), the segment
@@ -118,8 +121,18 @@ class SegmentWorker:
         shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
 
 
+DEFAULT_TIMEOUT = 60.0  # seconds for a cluster to answer before saying so
+
+
 class RayPool:
-    def __init__(self, address: str, specs: list[WorkerSpec], transfer: str = "shared") -> None:
+    def __init__(
+        self,
+        address: str,
+        specs: list[WorkerSpec],
+        transfer: str = "shared",
+        timeout: float = DEFAULT_TIMEOUT,
+        respec: Callable[[int], list[WorkerSpec]] | None = None,
+    ) -> None:
         if transfer not in TRANSFERS:
             from srgan_deploy.errors import ConfigError
 
@@ -127,40 +140,69 @@ class RayPool:
         self.address = address
         self.specs = specs
         self.transfer = transfer
+        self.timeout = check_timeout(timeout)
+        self.respec = respec
+        self._started: bool | None = None  # None: not connected yet; True: this process started Ray
 
-    def _init(self, ray: Any) -> bool:
-        """Connect (or start); True when this process started Ray and must shut it down."""
+    def connect(self) -> None:
+        """Connect to the cluster (or start the local Ray) now or raise BackendUnavailableError naming the
+        address and what to check; a cluster that does not answer within ``timeout`` seconds is given up on.
+        Called before any work, so an unreachable cluster costs seconds and leaves nothing behind; idempotent."""
+        if self._started is not None:
+            return
+        ray = import_ray()
         if ray.is_initialized():
-            return False
+            self._started = False
+            return
+        deadline = time.monotonic() + self.timeout
         quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if self.address == LOCAL:
             # Ray runs its workers at nice 15 by default: on a machine doing anything else they would
             # crawl (measured here: 10x slower beside a training job). A local Ray is this user's own job.
             os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=80 * 1024 * 1024, **quiet)
+            kwargs: dict[str, Any] = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 80 * 1024 * 1024}
         else:
-            try:
-                ray.init(address=self.address, **quiet)
-            except (ConnectionError, RuntimeError) as exc:
-                raise BackendUnavailableError(
-                    f"cannot connect to the Ray cluster at {self.address} ({exc}); is it running (ray status)? "
-                    "Ray >= 2.59 clusters use token authentication: set RAY_AUTH_MODE=token here, with the "
-                    "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
-                ) from exc
-        return True
+            # ray.init retries an address that does not answer for minutes, printing gRPC warnings all along,
+            # and cannot be stopped once called: a closed port is found by a plain TCP connection, and a
+            # cluster that does not answer by a child process that connects first and is killed at the deadline
+            _reachable(self.address, self.timeout)
+            _probe(self.address, max(1.0, deadline - time.monotonic()), self.timeout)
+            kwargs = {"address": self.address}
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            with captured_stderr():  # Ray's own start-up lines stay off the terminal
+                ray.init(**kwargs, **quiet)  # the main thread only: a Ray started from another one dies in a minute
+        except Exception as exc:
+            if self.address == LOCAL:
+                raise BackendUnavailableError(f"could not start a local Ray ({_cause(exc)})") from exc
+            raise _refused(self.address, _cause(exc)) from exc
+        finally:
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, handler)  # ray.init's exits at once; ours stops like Ctrl-C
+        self._started = True
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
+        pending = list(tasks)
+        if not pending:
+            return
+        self.specs = fit_to_work(self.specs, len(pending), self.respec, "Ray worker(s)", on_event)
         ray = import_ray()
-        started = self._init(ray)
+        self.connect()
         actors: list[Any] = []
         try:
-            self._run(ray, tasks, on_event, should_run, actors)
+            self._run(ray, pending, on_event, should_run, actors)
         finally:
             for actor in actors:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
-            if started:
-                ray.shutdown()
+            self.close()
+
+    def close(self) -> None:
+        """Shut down the Ray this process started (a joined cluster is left alone)."""
+        if self._started:
+            with contextlib.suppress(Exception), captured_stderr():
+                import_ray().shutdown()
+        self._started = None
 
     def _actor(self, ray: Any, spec: WorkerSpec) -> Any:
         from srgan_deploy.backends.registry import entry_for
@@ -250,6 +292,101 @@ class RayPool:
                         for note in notes:
                             on_event(Note(note))
                         on_event(Progress(polls[ref].key, frames))
+
+
+def check_timeout(seconds: float) -> float:
+    from srgan_deploy.errors import ConfigError
+
+    if not (math.isfinite(seconds) and 0 < seconds <= 86400):
+        raise ConfigError(f"--ray-timeout {seconds:g} must be a number of seconds between 0 and 86400 (60 by default)")
+    return seconds
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def _what_to_check(address: str) -> str:
+    if address == LOCAL:
+        return "check that this machine has free memory and disk in /tmp (Ray's session folder)"
+    if address == "auto":
+        return "check that a Ray cluster runs on this machine (ray status) or set RAY_ADDRESS"
+    port = "the Ray Client port, 10001 by default" if address.startswith("ray://") else "the GCS port, 6379 by default"
+    return (
+        f"check that Ray runs there (ray status on the head node), the address and the port ({port}), and the firewall"
+    )
+
+
+def _reachable(address: str, timeout: float) -> None:
+    """A plain TCP connection first: a closed port or an unreachable host is known in milliseconds to seconds,
+    where ray.init would retry it for minutes."""
+    import socket
+
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except TimeoutError:
+        raise BackendUnavailableError(
+            f"no answer from the Ray cluster at {address} within {timeout:g} s; {_what_to_check(address)}, "
+            "or give it longer with --ray-timeout"
+        ) from None
+    except OSError as exc:
+        raise BackendUnavailableError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); {_what_to_check(address)}"
+        ) from None
+
+
+_PROBE = """
+import sys
+import ray
+try:
+    ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, configure_logging=False)
+except Exception as exc:
+    lines = str(getattr(exc, "cause", None) or exc).strip().splitlines() or [type(exc).__name__]
+    print("srgan-deploy-probe:", lines[-1], flush=True)
+    sys.exit(3)
+ray.shutdown()
+"""
+
+
+def _probe(address: str, seconds: float, timeout: float) -> None:
+    """Connect to ``address`` from a child process that is killed after ``seconds``."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, address],
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
+    except subprocess.TimeoutExpired:
+        raise BackendUnavailableError(
+            f"no answer from the Ray cluster at {address} within {timeout:g} s; {_what_to_check(address)}, "
+            "or give it longer with --ray-timeout"
+        ) from None
+    if done.returncode != 0:
+        said = [line for line in done.stdout.splitlines() if line.startswith("srgan-deploy-probe:")]
+        reason = said[-1].partition(":")[2].strip() if said else f"the connection check exited with {done.returncode}"
+        raise _refused(address, reason)
+
+
+def _refused(address: str, reason: str) -> BackendUnavailableError:
+    hint = ""
+    if any(word in reason.lower() for word in ("auth", "token")):
+        hint = (
+            ". Ray >= 2.59 clusters use token authentication: set RAY_AUTH_MODE=token here, with the cluster's "
+            "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        )
+    return BackendUnavailableError(
+        f"cannot connect to the Ray cluster at {address} ({reason}); {_what_to_check(address)}{hint}"
+    )
 
 
 def _cause(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ complete, so a retried or duplicated task is harmless: it rewrites the same cont
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import uuid
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from srgan_deploy.backends.base import Backend
-from srgan_deploy.errors import VideoError
-from srgan_deploy.jobs.manifest import segment_name
+from srgan_deploy.errors import OutputError, VideoError
+from srgan_deploy.jobs.manifest import file_sha256, segment_name
 from srgan_deploy.jobs.plan import Segment
 from srgan_deploy.pipeline import VideoJob, output_size, run_frames
 from srgan_deploy.video import Sink, Source
@@ -36,6 +37,7 @@ class SegmentResult:
     index: int
     file: str
     bytes: int
+    sha256: str  # of the file's bytes: a resumed run reuses the segment only if they still hash to this
     frames: int
     duplicates: int
     rotation: float
@@ -54,6 +56,9 @@ def render_segment(
     on_progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] = lambda m: None,
 ) -> SegmentResult:
+    """Raises VideoError (the input), OutputError (the work folder cannot be written) or KeyboardInterrupt.
+    A segment with no decodable frame is recorded as an empty file, so a damaged stretch is not retried
+    forever; the join says so when the whole input yields nothing."""
     import av
 
     job, segment = task.job, task.segment
@@ -69,11 +74,21 @@ def render_segment(
         sink.finish()
         codec = sink.codec
         sink = None
+        if stats.written == 0:  # the muxer wrote nothing (not even a header): record an empty segment
+            tmp.unlink(missing_ok=True)
+            tmp.write_bytes(b"")
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
     except av.error.FFmpegError as exc:
-        raise VideoError(f"FFmpeg failed on segment {segment.index} of {job.source.name}: {exc}") from exc
+        if exc.errno in _DISK_ERRNOS:
+            raise _unwritable(task, exc) from exc
+        reason = exc.strerror or type(exc).__name__  # not str(exc): it names our temporary file
+        raise VideoError(f"FFmpeg failed on segment {segment.index} of {job.source}: {reason}") from exc
+    except OSError as exc:
+        if exc.errno in _DISK_ERRNOS or str(task.work_dir) in str(exc.filename or ""):
+            raise _unwritable(task, exc) from exc
+        raise
     finally:
         if sink is not None:
             sink.abort()
@@ -83,6 +98,7 @@ def render_segment(
         index=segment.index,
         file=final.name,
         bytes=final.stat().st_size,
+        sha256=file_sha256(final),
         frames=stats.written,
         duplicates=stats.duplicates,
         rotation=source.info.rotation,
@@ -90,4 +106,15 @@ def render_segment(
         seconds=round(time.perf_counter() - t0, 3),
         codec=codec,
         first_time=str(stats.first_pts * source.info.time_base) if stats.first_pts is not None else None,
+    )
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
+
+
+def _unwritable(task: SegmentTask, exc: BaseException) -> OutputError:
+    return OutputError(
+        f"cannot write segment {task.segment.index} of {task.job.source.name} in {task.work_dir}: "
+        f"{getattr(exc, 'strerror', None) or exc}; free some space (or fix the folder's permissions) and run the same command "
+        "again (finished segments are kept)"
     )

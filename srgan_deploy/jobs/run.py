@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from srgan_deploy.errors import Interrupted, SrganDeployError
-from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
+from srgan_deploy.errors import Interrupted, VideoError
+from srgan_deploy.interrupts import sigterm_as_interrupt
+from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress, describe
 from srgan_deploy.jobs.index import InputIndex, index_input
 from srgan_deploy.jobs.join import join_segments
-from srgan_deploy.jobs.manifest import Manifest, WorkDir, changes
+from srgan_deploy.jobs.manifest import Manifest, ManifestError, WorkDir, changes
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, Plan, check_segment_seconds, plan_segments
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask
 from srgan_deploy.pipeline import VideoJob, check_paths
-from srgan_deploy.video import container_format
+from srgan_deploy.video import check_encoder, container_format
 
 
 class Executor(Protocol):
@@ -60,6 +61,7 @@ class Outcome:
     seconds: float = 0.0
     width: int = 0
     height: int = 0
+    cause: BaseException | None = field(default=None, repr=False)  # the error itself, where this process saw it
 
     @property
     def ok(self) -> bool:
@@ -112,8 +114,11 @@ def fingerprint(job: VideoJob, index: InputIndex, options: QueueOptions) -> dict
 
 
 def resolve_codec(job: VideoJob, warn: Callable[[str], None]) -> VideoJob:
-    """Decide the codec once, for the output container (segments are all encoded the same way)."""
+    """Decide the codec once, for the output container (segments are all encoded the same way), and open
+    it once with the job's settings: a preset or pixel format the encoder refuses fails here, in the
+    option's words, not at the first segment."""
     codec = job.encode.resolved_codec(container_format(job.target), warn)
+    check_encoder(codec, job.encode)
     return dataclasses.replace(job, encode=dataclasses.replace(job.encode, codec=codec))
 
 
@@ -125,26 +130,16 @@ def _open_input(number: int, job: VideoJob, options: QueueOptions, report: Repor
     plan = plan_segments(index, options.segment_seconds, job.start, job.duration, job.max_frames)
     work = WorkDir(job.target)
     work.acquire()
+    manifest = Manifest(fingerprint(job, index, options), len(plan.segments), plan.frames)
     try:
         work.drop_partials()
-        now = fingerprint(job, index, options)
-        saved = work.load()
-        manifest = Manifest(now, len(plan.segments), plan.frames)
         if options.restart:
             work.clear()
-        elif saved is not None and saved.fingerprint == now and saved.segments == len(plan.segments):
-            manifest.done = {k: v for k, v in saved.done.items() if work.segment_ok(v)}
-            if manifest.done:
-                report.status(
-                    f"{job.source.name}: resuming, {len(manifest.done)} of {len(plan.segments)} segments already done"
-                )
-        elif saved is not None:
-            what = changes(saved.fingerprint, now) or ["the segment plan changed"]
-            report.warn(f"{job.source.name}: unfinished work found but {'; '.join(what)}; starting over")
-            work.clear()
+        else:
+            manifest.done = _reusable(job, plan, work, manifest, report)
         work.save(manifest)
     except BaseException:
-        work.release()
+        work.settle(finished=bool(manifest.done))
         raise
     outcome = Outcome(
         job,
@@ -155,30 +150,80 @@ def _open_input(number: int, job: VideoJob, options: QueueOptions, report: Repor
     return _Input(number, job, index, plan, work, manifest, outcome)
 
 
+def _reusable(job: VideoJob, plan: Plan, work: WorkDir, now: Manifest, report: Reporter) -> dict[int, dict[str, Any]]:
+    """The finished segments of an earlier run that this run can trust; the rest of the folder is cleared.
+
+    Every doubt ends in rendering again, said in one line: a manifest that cannot be read or has the wrong
+    shape is set aside, one from other settings is discarded, and each segment whose file is missing or
+    whose bytes no longer match the checksum recorded when it was finished is rendered again."""
+    name = job.source.name
+    try:
+        saved = work.read()
+    except ManifestError as exc:
+        aside = work.set_aside()
+        report.warn(
+            f"{name}: the manifest of the unfinished work in {work.path} cannot be used ({exc}); "
+            f"it is set aside as {aside.name} and the job starts over"
+        )
+        work.clear()
+        return {}
+    if saved is None:
+        leftovers = work.segment_files()
+        if leftovers:
+            report.warn(
+                f"{name}: {work.path} holds {len(leftovers)} segment file(s) but no manifest to vouch for them; "
+                "the job starts over"
+            )
+            work.clear()
+        return {}
+    if saved.fingerprint != now.fingerprint or (saved.segments, saved.frames) != (now.segments, now.frames):
+        what = changes(saved.fingerprint, now.fingerprint) or ["the segment plan changed"]
+        report.warn(f"{name}: unfinished work found but {'; '.join(what)}; starting over")
+        work.clear()
+        return {}
+    done: dict[int, dict[str, Any]] = {}
+    for k, record in sorted(saved.done.items()):
+        problem = work.segment_problem(record, plan.segments[k].frames)
+        if problem is None:
+            done[k] = record
+            continue
+        report.warn(f"{name}: finished segment {k} ({record['file']}) {problem}; rendering it again")
+        (work.path / record["file"]).unlink(missing_ok=True)
+    if done:
+        report.status(f"{name}: resuming, {len(done)} of {len(plan.segments)} segments already done (checksums match)")
+    return done
+
+
 def run_queue(
     jobs: list[VideoJob],
     options: QueueOptions,
     executor: Executor,
     report: Reporter | None = None,
 ) -> list[Outcome]:
-    """Upscale every job; returns one outcome per job (failed ones carry their error)."""
+    """Upscale every job; returns one outcome per job (failed ones carry their error).
+
+    Whatever stops one input - our error, the system's, a bug - is that input's outcome and line; the
+    others go on. A work folder outlives the run only if it holds finished segments to resume from."""
     report = report or Reporter()
     inputs: dict[int, _Input] = {}
     outcomes: list[Outcome] = []
-    for number, job in enumerate(jobs):
-        try:
-            check_paths(job)
-            job = resolve_codec(job, report.warn)
-            inputs[number] = _open_input(number, job, options, report)
-            outcomes.append(inputs[number].outcome)
-        except SrganDeployError as exc:
-            outcomes.append(Outcome(job, error=str(exc)))
-            report.failed(_about(job, str(exc)))
-    total = sum(item.plan.frames for item in inputs.values())
+    total = 0
     seen: dict[str, int] = {}
 
-    for item in inputs.values():
-        item.done_frames = sum(int(r["frames"]) for r in item.manifest.done.values())
+    def open_all() -> None:
+        nonlocal total
+        for number, job in enumerate(jobs):
+            try:
+                check_paths(job)
+                job = resolve_codec(job, report.warn)
+                inputs[number] = _open_input(number, job, options, report)
+                outcomes.append(inputs[number].outcome)
+            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
+                outcomes.append(Outcome(job, error=describe(exc), cause=exc))
+                report.failed(_about(job, describe(exc)))
+        total = sum(item.plan.frames for item in inputs.values())
+        for item in inputs.values():
+            item.done_frames = sum(int(r["frames"]) for r in item.manifest.done.values())
 
     def done_frames() -> int:
         return sum(item.done_frames + sum(item.rendering.values()) for item in inputs.values())
@@ -186,10 +231,18 @@ def run_queue(
     def finish(item: _Input) -> None:
         joining = time.perf_counter()
         records = [item.manifest.done[n] for n in range(len(item.plan.segments))]
+        out = item.outcome
+        if all(r.get("first_time") is None for r in records):
+            bad = sum(int(r["bad_packets"]) for r in records)
+            item.work.remove()  # nothing a re-run could use: the input itself yields no picture
+            raise VideoError(
+                f"no video frame of {item.job.source} could be decoded"
+                + (f" ({bad} damaged packet(s) skipped)" if bad else "")
+                + " in the requested range; the file is damaged or holds no picture"
+            )
         report.status(f"joining {len(records)} segment(s) into {item.job.target.name}")
         files = [(item.work.path / r["file"], r.get("first_time")) for r in records]
         rotation = float(records[0].get("rotation", 0.0))
-        out = item.outcome
         out.frames, out.width, out.height = join_segments(item.job, item.plan, files, rotation, report.warn)
         out.duplicates = sum(int(r["duplicates"]) for r in records)
         out.bad_packets = sum(int(r["bad_packets"]) for r in records)
@@ -202,13 +255,14 @@ def run_queue(
         if len(item.manifest.done) == len(item.plan.segments):
             try:
                 finish(item)
-            except SrganDeployError as exc:
-                fail(item, str(exc))
+            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
+                fail(item, describe(exc), exc)
 
-    def fail(item: _Input, message: str) -> None:
+    def fail(item: _Input, message: str, error: BaseException | None = None) -> None:
         if item.outcome.error is None:
             item.outcome.error = message
-            item.work.release()  # the finished segments stay: a re-run resumes after the fix
+            item.outcome.cause = error
+            item.work.settle(finished=bool(item.manifest.done))  # finished segments stay: a re-run resumes
             report.failed(_about(item.job, message))
 
     def on_event(event: Event) -> None:
@@ -225,7 +279,7 @@ def run_queue(
             item.rendering[event.key[1]] = event.frames
         elif isinstance(event, Failed):
             item.rendering.pop(event.key[1], None)
-            fail(item, event.message)
+            fail(item, event.message, event.error)
         elif isinstance(event, Done):
             item.rendering.pop(event.key[1], None)
             if item.outcome.error is not None:
@@ -233,30 +287,40 @@ def run_queue(
             result: SegmentResult = event.result
             item.manifest.done[result.index] = result.to_dict()
             item.done_frames += result.frames
-            item.work.save(item.manifest)
+            try:
+                item.work.save(item.manifest)
+            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
+                del item.manifest.done[result.index]  # not recorded: not done
+                fail(item, describe(exc), exc)
+                return
             join_if_complete(item)
         report.progress(done_frames(), total)
 
-    tasks = [
-        SegmentTask((item.number, seg.index), item.job, seg, item.work.path)
-        for item in inputs.values()
-        for seg in item.plan.segments
-        if seg.index not in item.manifest.done
-    ]
-    for item in inputs.values():  # everything was done before (killed while joining): join now
-        join_if_complete(item)
-    report.progress(done_frames(), total)
     try:
-        executor.run(tasks, on_event, lambda task: inputs[task.key[0]].outcome.error is None)
+        with sigterm_as_interrupt():  # a scheduler's SIGTERM stops like Ctrl-C: finished segments are kept
+            open_all()
+            tasks = [
+                SegmentTask((item.number, seg.index), item.job, seg, item.work.path)
+                for item in inputs.values()
+                for seg in item.plan.segments
+                if seg.index not in item.manifest.done
+            ]
+            for item in inputs.values():  # everything was done before (killed while joining): join now
+                join_if_complete(item)
+            report.progress(done_frames(), total)
+            executor.run(tasks, on_event, lambda task: inputs[task.key[0]].outcome.error is None)
     except KeyboardInterrupt:
         kept = sum(len(item.manifest.done) for item in inputs.values() if item.outcome.error is None)
         planned = sum(len(item.plan.segments) for item in inputs.values())
+        if not kept:
+            raise Interrupted("interrupted before any segment was finished; nothing is kept") from None
         raise Interrupted(
             f"interrupted; {kept} of {planned} segments are done and kept - run the same command again to resume"
         ) from None
     finally:
         for item in inputs.values():
-            item.work.release()
+            if item.work.path.exists():
+                item.work.settle(finished=bool(item.manifest.done))
     for item in inputs.values():
         if item.outcome.error is None and len(item.manifest.done) < len(item.plan.segments):
             item.outcome.error = "not all segments were rendered"  # an executor stopped early

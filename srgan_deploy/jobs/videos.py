@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.dedup import DedupRule
-from srgan_deploy.errors import ConfigError, InputFileError, OutputExistsError
+from srgan_deploy.errors import ConfigError, InputFileError, OutputError, OutputExistsError
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
-from srgan_deploy.jobs.ray_pool import ray_address
+from srgan_deploy.jobs.ray_pool import DEFAULT_TIMEOUT, LOCAL, check_timeout, ray_address
 from srgan_deploy.jobs.run import Executor, Outcome, QueueOptions, Reporter, resolve_codec, run_queue
-from srgan_deploy.jobs.workers import InProcess, ProcessPool, parse_devices, worker_specs
+from srgan_deploy.jobs.workers import InProcess, ProcessPool, machine_cap, parse_devices, worker_specs
+from srgan_deploy.memory import check_budget, memory_capacity
 from srgan_deploy.pipeline import VideoJob
 from srgan_deploy.video import CONTAINERS, EncodeOptions
 
@@ -55,6 +57,7 @@ class VideoJobOptions:
     workers: int = 1
     ray: str | None = None  # a Ray address: local (an embedded Ray), auto, ray://HOST:PORT; None: no Ray
     ray_transfer: str = "shared"  # shared: workers use the paths; objects: bytes through Ray's object store
+    ray_timeout: float = DEFAULT_TIMEOUT  # seconds for a Ray cluster to answer before the job fails
     triton: TritonServer = field(default_factory=lambda: TritonServer())  # -b triton: where the model is served
 
     def __post_init__(self) -> None:
@@ -65,6 +68,7 @@ class VideoJobOptions:
             object.__setattr__(self, "ray", ray_address(self.ray))
         if self.ray_transfer != "shared" and self.ray is None:
             raise ConfigError("--ray-transfer applies to --ray runs only; add --ray (or drop --ray-transfer)")
+        check_timeout(self.ray_timeout)
         parse_devices(self.device)
         self.job(Path("-"), Path("-"))  # the per-output options fail now, not at the first input
 
@@ -117,7 +121,7 @@ def upscale_videos(
     the others finish. ``events`` hears status lines, warnings, notices of the backend and its workers,
     and progress (frames done, frames expected)."""
     from srgan_deploy.backends.options import Request
-    from srgan_deploy.backends.registry import choose, create
+    from srgan_deploy.backends.registry import choose, create, entry_for
     from srgan_deploy.sources import digest, model_name, model_source
 
     report = events or Reporter()
@@ -127,6 +131,7 @@ def upscale_videos(
     for folder in dict.fromkeys(job.target.parent for job in jobs):
         folder.mkdir(parents=True, exist_ok=True)
     devices, workers = options.devices, options.worker_count
+    on_this_machine = options.ray in (None, LOCAL)  # a cluster's nodes have their own cores and memory
     source = model_source(options.weights)
     request = Request(
         device=devices[0],
@@ -138,6 +143,13 @@ def upscale_videos(
         triton=options.triton,
     )
     choice = choose(options.backend, request)
+    if on_this_machine and options.memory_budget is not None:
+        check_budget(options.memory_budget, *memory_capacity(entry_for(choice.name).device_of(choice.options)))
+    if on_this_machine and workers > 1:
+        capped, why = machine_cap(workers, options.memory_budget)
+        if capped < workers:
+            report.warn(f"--workers {workers}: starting {capped}, as {why}")
+            workers = capped
     # made even when workers render: it checks that this backend can run this model file before any work
     backend = create(choice, source, notify=report.status)
     if options.side_by_side:
@@ -160,11 +172,23 @@ def upscale_videos(
 
             import_ray()
             specs = worker_specs(choice, source, workers, devices, explicit_threads=True)
-            executor = RayPool(options.ray, specs, options.ray_transfer)
+            pool = RayPool(
+                options.ray,
+                specs,
+                options.ray_transfer,
+                options.ray_timeout,
+                respec=lambda n: worker_specs(choice, source, n, devices, explicit_threads=True),
+            )
+            stack.callback(pool.close)
+            pool.connect()  # before any work: an unreachable cluster fails in seconds and leaves nothing behind
+            executor = pool
             report.status(f"backend: {choice.name} on {workers} Ray worker(s) ({choice.reason})")
         elif workers > 1:
-            executor = ProcessPool(worker_specs(choice, source, workers, devices))
-            report.status(f"backend: {choice.name} in {workers} worker processes ({choice.reason})")
+            executor = ProcessPool(
+                worker_specs(choice, source, workers, devices),
+                respec=lambda n: worker_specs(choice, source, n, devices),
+            )
+            report.status(f"backend: {choice.name} in up to {workers} worker processes ({choice.reason})")
         else:
             executor = InProcess(stack.enter_context(backend))
             report.status(f"backend: {choice.name} on {backend.device_label} ({choice.reason})")
@@ -202,8 +226,15 @@ def check_outputs(jobs: list[VideoJob], warn: Callable[[str], None] = lambda m: 
     checked = []
     for job in jobs:
         checked.append(resolve_codec(job, warn))
-        if job.target.exists() and not job.overwrite:
-            raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
         if job.source.exists() and job.target.resolve() == job.source.resolve():
             raise OutputExistsError(f"output {job.target} is the input itself; choose another -o folder")
+        if job.target.is_dir():
+            raise OutputError(
+                f"the output {job.target} is a folder; give a file name (or -o {job.target} to write into that folder)"
+            )
+        if job.target.exists() and not job.overwrite:
+            raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
+        folder = next((p for p in job.target.parents if p.exists()), None)
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise OutputError(f"cannot write {job.target}: {folder} is not a folder this user can write to")
     return checked

@@ -20,7 +20,7 @@ from typing import Any
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.registry import Choice, entry_for
 from srgan_deploy.errors import ConfigError, SrganDeployError
-from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress
+from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress, describe
 from srgan_deploy.jobs.render import SegmentTask, render_segment
 from srgan_deploy.sources import EnginePlan, ModelSource
 
@@ -154,6 +154,48 @@ def on_gpu(spec: WorkerSpec, index: int) -> WorkerSpec:
     return WorkerSpec(Choice(spec.choice.name, options, spec.choice.reason), spec.source)
 
 
+# What one worker process needs besides its memory budget: the interpreter, the libraries, the decoded and
+# upscaled frames in its queues (measured here: 0.3-0.5 GB RSS for a CPU worker on small clips).
+WORKER_MEMORY = 512 * 2**20
+
+
+def machine_cap(workers: int, budget: int | None) -> tuple[int, str]:
+    """How many local worker processes this machine can run: (count, why fewer; "" when not capped).
+
+    Each worker decodes and encodes on the CPU besides whatever its backend runs on, so more workers than
+    cores only take turns; and each needs memory (its ``budget`` when one was given, else a share of the
+    default). Why a cap and not an error: ``--workers 999`` on a laptop once started hundreds of processes
+    and 7 GB before the first frame; fewer workers do the same work."""
+    from srgan_deploy.memory import available_memory
+
+    cores = os.cpu_count() or 1
+    count, why = workers, ""
+    if count > cores:
+        count, why = cores, f"this machine has {cores} core(s)"
+    free = available_memory()
+    if free is not None:
+        need = WORKER_MEMORY + (budget or 0)
+        fits = max(1, free // need)
+        if fits < count:
+            count = fits
+            why = f"{free / 2**30:.1f} GiB of memory is available and each worker needs about {need / 2**30:.1f} GiB"
+    return count, why
+
+
+def fit_to_work(
+    specs: list[WorkerSpec],
+    segments: int,
+    respec: Callable[[int], list[WorkerSpec]] | None,
+    what: str,
+    on_event: OnEvent,
+) -> list[WorkerSpec]:
+    """At most one worker per segment to render (a 1-second clip is one segment: one worker)."""
+    if segments >= len(specs):
+        return specs
+    on_event(Note(f"{segments} segment(s) to render: starting {segments} {what}, not {len(specs)}", warning=False))
+    return respec(segments) if respec is not None else specs[:segments]
+
+
 class Retries:
     """What happens to a segment whose worker died (process, actor or node): back to the front of the
     queue, at most MAX_ATTEMPTS tries in all, then the input fails. Shared by every executor."""
@@ -215,8 +257,8 @@ class InProcess:
                     lambda n, key=key: on_event(Progress(key, n)),  # type: ignore[misc]
                     lambda m: on_event(Note(m)),
                 )
-            except SrganDeployError as exc:
-                on_event(Failed(key, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - this input fails, with its line; the queue goes on
+                on_event(Failed(key, describe(exc), exc))
                 continue
             on_event(Done(key, result))
 
@@ -275,8 +317,8 @@ def worker_main(wid: int, spec: WorkerSpec, tasks: Any, events: Any, parent: int
                     Throttle(lambda n, key=key: send(Progress(key, n))),  # type: ignore[misc]
                     lambda m: send(Note(m)),
                 )
-            except SrganDeployError as exc:
-                send(Failed(key, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - its input fails, with its line; this worker goes on
+                send(Failed(key, describe(exc)))
                 continue
             send(Done(key, result))
     except EOFError:
@@ -296,18 +338,25 @@ class _Worker:
 
 
 class ProcessPool:
-    """``--workers N``: N local processes (spawned, not forked: CUDA and thread pools do not survive a fork)."""
+    """``--workers N``: N local processes (spawned, not forked: CUDA and thread pools do not survive a fork).
 
-    def __init__(self, specs: list[WorkerSpec]) -> None:
+    Never more processes than segments to render: ``respec(n)`` remakes the specs for fewer workers (each
+    then gets a larger share of the cores and memory)."""
+
+    def __init__(self, specs: list[WorkerSpec], respec: Callable[[int], list[WorkerSpec]] | None = None) -> None:
         self.specs = specs
+        self.respec = respec
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
         import multiprocessing as mp
         from multiprocessing.connection import wait
 
+        pending: deque[SegmentTask] = deque(tasks)
+        if not pending:
+            return
+        self.specs = fit_to_work(self.specs, len(pending), self.respec, "worker process(es)", on_event)
         ctx = mp.get_context("spawn")
         specs = with_built_engines(self.specs, lambda m: on_event(Note(m, warning=False)))
-        pending: deque[SegmentTask] = deque(tasks)
         retries = Retries(pending, on_event)
         workers: dict[int, _Worker] = {}
         open_errors: list[str] = []
