@@ -111,15 +111,20 @@ def handles_errors(func: F) -> F:
 
     Our typed errors and the standard ones a user can cause (a path that cannot be written, a value
     that does not parse, an FFmpeg failure) exit with 2 and say what happened; anything else is a bug:
-    exit 1 with a line asking for a report. Ctrl-C exits 130.
+    exit 1 with a line asking for a report. Ctrl-C exits 130, and so does SIGTERM (a scheduler's stop,
+    ``timeout``, ``docker stop``): it is raised as Ctrl-C, so every temporary file (an ONNX export, a
+    cached model, an engine) is removed on the way out as it is for Ctrl-C.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from srgan_deploy.interrupts import sigterm_as_interrupt
+
         debug = _debug_requested(kwargs.get("ctx"))
         err = _stderr()
         try:
-            return func(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except SrganDeployError as exc:
@@ -291,7 +296,15 @@ def _backend(
         memory_budget=budget,
         triton=server or TritonServer(),
     )
-    return backend_for(name, request, weights, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False))
+    engine, choice = backend_for(
+        name, request, weights, notify=lambda m: _stderr().print(m, soft_wrap=True, markup=False)
+    )
+    if budget is not None:
+        from srgan_deploy.backends.registry import entry_for
+        from srgan_deploy.memory import check_budget, memory_capacity
+
+        check_budget(budget, *memory_capacity(entry_for(choice.name).device_of(choice.options)))
+    return engine, choice
 
 
 @contextlib.contextmanager
@@ -591,6 +604,10 @@ def bench(
     scale = model_spec(model_source(weights), notify=lambda m: err.print(m, soft_wrap=True, markup=False)).scale
     height, width = input_for_output(output, scale) if output else parse_size(size)
     names = tuple(b.strip() for b in backend.split(",") if b.strip())
+    if not names:
+        from srgan_deploy.errors import ConfigError
+
+        raise ConfigError(f"--backend '{backend}' names no backend; give all, or names such as onnxruntime,openvino")
     config = BenchConfig(
         names,
         height,

@@ -8,6 +8,9 @@ from typing import Any
 
 from srgan_deploy.errors import ConfigError
 
+MAX_CHANNELS = 1024  # 16x the paper's width; beyond it a weights file's config is damaged, not a model
+MAX_BLOCKS = 256
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -29,6 +32,13 @@ class ModelConfig:
             )
         if self.channels < 1 or self.blocks < 0 or self.in_channels < 1:
             raise ConfigError(f"invalid model size channels={self.channels} blocks={self.blocks}; use positive numbers")
+        if self.channels > MAX_CHANNELS or self.blocks > MAX_BLOCKS or self.in_channels > 4:
+            # checked before anything is allocated: 200000 channels would ask for 1.4 TB of weights
+            raise ConfigError(
+                f"model size channels={self.channels} blocks={self.blocks} in_channels={self.in_channels} is beyond "
+                f"this generator (at most {MAX_CHANNELS} channels, {MAX_BLOCKS} blocks, 4 input channels; "
+                "the paper uses 64 and 16)"
+            )
 
     @property
     def upsample_steps(self) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from srgan_deploy.errors import ConfigError, InputFileError
 from srgan_deploy.images import list_images, read_image, to_rgb
-from srgan_deploy.metrics import mod_crop, y_psnr_ssim
+from srgan_deploy.metrics import SSIM_WINDOW, mod_crop, y_psnr_ssim
 from srgan_deploy.resize import imresize
 from srgan_deploy.texture import geometric_mean, texture_ratio
 from srgan_deploy.texture import protocol as texture_protocol
@@ -163,7 +163,7 @@ def evaluate(
         protocol=f"y-shave{shave}",
         texture_protocol=texture_protocol(scale, shave),
     )
-    smallest = max(2 * shave + 8, 4 * scale)  # SSIM's 7x7 window must fit after the shave
+    smallest = max(2 * shave + SSIM_WINDOW, 4 * scale)  # SSIM's 11x11 window must fit after the shave
     for name, lr, hr in lr_hr_pairs(folder, scale, limit):
         if min(hr.shape[:2]) < smallest:
             warn(

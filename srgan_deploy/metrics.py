@@ -35,7 +35,10 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
     return 10.0 * float(np.log10(peak * peak / mse))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+SSIM_WINDOW = 11  # Wang et al.'s Gaussian window; an image must be at least this large to have one SSIM value
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> np.ndarray:
     ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(ax * ax) / (2 * sigma * sigma))
     g /= g.sum()
@@ -54,6 +57,12 @@ def ssim(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
     """Single-channel SSIM (float64 inputs in 0..peak)."""
     c1 = (0.01 * peak) ** 2
     c2 = (0.03 * peak) ** 2
+    if min(reference.shape[:2]) < SSIM_WINDOW:
+        # the valid-window mean of nothing is NaN (with numpy warnings); a clear error instead
+        raise ValueError(
+            f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (after the border shave), "
+            f"got {reference.shape[1]}x{reference.shape[0]}"
+        )
     x = reference.astype(np.float64)
     y = test.astype(np.float64)
     window = _gaussian_window()

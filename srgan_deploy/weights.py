@@ -164,6 +164,7 @@ def load_generator(weights: str | Path | None = None) -> tuple[Generator, Weight
     from srgan_deploy.models import Generator
 
     info = read_info(weights)
+    _check_header_shapes(info)
     generator = Generator(info.config)
     state = load_state(info.path)
     expected = generator.state_dict()
@@ -192,3 +193,27 @@ def load_generator(weights: str | Path | None = None) -> tuple[Generator, Weight
                 )
     generator.load_state_dict(state)
     return generator.eval(), info
+
+
+def _check_header_shapes(info: WeightsInfo) -> None:
+    """The file's tensor names and shapes against its config, from the header alone and on torch's meta
+    device: nothing is allocated until they agree (a config claiming 200000 channels would otherwise ask for
+    1.4 TB before the mismatch could be seen)."""
+    import torch
+
+    from srgan_deploy.models import Generator
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Generator(info.config).state_dict().items()}
+    header = _read_header(info.path)
+    stored = {k: tuple(v.get("shape") or ()) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise WeightsError(
+            f"{info.path} does not match its config {info.config} ({detail}); the file is damaged or from another model"
+        )
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise WeightsError(f"{info.path}: tensor {key} has shape {stored[key]}, config needs {shape}")

@@ -24,14 +24,29 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         torch.save(state, tmp)
         tmp.replace(path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        # torch.save reports a short write (a full disk) as RuntimeError("... unexpected pos ...")
         tmp.unlink(missing_ok=True)
         raise TrainingError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}; free disk space and continue with --resume"
+            f"cannot write checkpoint {path}: {_write_failure(exc, path)}; free disk space and continue with --resume"
         ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_failure(exc: BaseException, path: Path) -> str:
+    import shutil
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return f"the disk is full ({free // 1024} KiB free)"
+    return f"the write failed ({' '.join(str(exc).split())[:200]})"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
