@@ -159,7 +159,7 @@ class Backend(ABC, Generic[O]):
             if height <= tile and width <= tile:
                 return MemoryPlan(None, 1, budget, self.bytes_per_pixel)
             th, tw = min(tile, height), min(tile, width)
-            batch = max(1, min(MAX_TILE_BATCH, int(budget // (th * tw * self.bytes_per_pixel))))
+            batch = self._tiles_per_call(th, tw)
             return MemoryPlan((th, tw), batch, budget, self.bytes_per_pixel)
         return plan(height, width, frames, self.bytes_per_pixel, budget, self.overlap)
 
