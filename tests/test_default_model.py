@@ -40,7 +40,7 @@ def test_default_model_beats_bicubic_on_set5_images(tmp_path: Path) -> None:
     assert model.ssim > bicubic.ssim
 
 
-MIN_GAIN_DB = 1.55  # measured for the bundled model: +1.67 dB on baby + bird (README model card)
+MIN_GAIN_DB = 1.55  # measured for the bundled model: +1.67 dB on baby + bird (docs/model-card.md)
 
 
 def test_paper_size_model_ships_beside_the_default() -> None:
