@@ -60,17 +60,20 @@ def model_gflops(config: ModelConfig, height: int, width: int) -> float:
     return srresnet_flops_per_pixel(config) * height * width / 1e9
 
 
-def gemm_peak_gflops(device: str, threads: int | None = None, seconds: float = 1.0) -> float:
-    """Best observed fp32 (CPU) or fp16 (CUDA, tensor cores) matrix-multiply rate on ``device``."""
+def gemm_peak_gflops(device: str, threads: int | None = None, seconds: float = 1.0, precision: str = "") -> float:
+    """Best observed matrix-multiply rate on ``device`` in ``precision``: the ceiling a backend computing in
+    that precision is measured against. CPU: fp32, or bf16 (oneDNN's AMX or AVX-512 BF16 kernels, whichever
+    the CPU has); CUDA: fp16 on tensor cores unless fp32 is asked for."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     on_gpu = device.startswith("cuda")
+    precision = precision or ("fp16" if on_gpu else "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     n = 8192 if on_gpu else 1536
-    dtype = torch.float16 if on_gpu else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     best = float("inf")
     deadline = time.perf_counter() + seconds
     for i in range(200):
@@ -86,6 +89,28 @@ def gemm_peak_gflops(device: str, threads: int | None = None, seconds: float = 1
         if i >= 3 and time.perf_counter() > deadline:
             break
     return 2.0 * n**3 / best / 1e9
+
+
+def peak_precision(device: str, precision: str) -> str:
+    """The GEMM a backend's run is measured against: the precision it computes in on that device."""
+    if device == "cuda":
+        return "fp32" if precision == "fp32" else "fp16"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+CPU_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2")
+
+
+def cpu_features() -> list[str]:
+    """The CPU features that decide which kernels oneDNN, OpenVINO and onnxruntime run (most capable first)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FEATURES if f in flags]
+    except OSError:
+        pass
+    return []
 
 
 def cpu_name() -> str:
@@ -104,6 +129,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "host": platform.node(),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpu": gpu_info(),
         "python": platform.python_version(),
@@ -125,6 +151,7 @@ class BenchResult:
     gflops: float
     peak_gflops: float
     peak_fraction: float
+    peak_precision: str
     psnr_vs_torch: float
     max_abs_vs_torch: float
     gflop_per_frame: float
@@ -201,7 +228,7 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
     frames = make_input((config.batch, config.height, config.width), seed=0)
     gflop = model.gflop(config.height, config.width) or 0.0
     notify(f"model {_model_line(model)}: {gflop:.1f} GFLOP per {config.width}x{config.height} frame")
-    peaks: dict[str, float] = {}
+    peaks: dict[tuple[str, str], float] = {}
     results: list[BenchResult] = []
     names = resolve_backends(config.backends, onnx_only=isinstance(source, OnnxFile))
     if isinstance(source, OnnxFile):  # the network itself: its original graph on onnxruntime fp32
@@ -246,9 +273,11 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
             peak = peak_rss()
             if peak is not None:
                 extra["peak_rss_mb"] = round(peak / 2**20, 1)
-        if device not in peaks:
-            notify(f"measuring {device} GEMM peak")
-            peaks[device] = gemm_peak_gflops("cuda" if device == "cuda" else "cpu", config.threads)
+        computes = peak_precision(device, str(getattr(backend.options, "precision", "fp32")))
+        if (device, computes) not in peaks:
+            notify(f"measuring the {device} {computes} GEMM peak")
+            peaks[device, computes] = gemm_peak_gflops(device, config.threads, precision=computes)
+        peak_gflops = peaks[device, computes]
         per_iter = min(float(np.mean(latencies)), throughput_s)
         fps = config.batch / per_iter
         achieved = gflop * fps
@@ -265,8 +294,9 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
                 fps=fps,
                 output_mps=fps * config.height * config.width * model.scale**2 / 1e6,
                 gflops=achieved,
-                peak_gflops=peaks[device],
-                peak_fraction=achieved / peaks[device] if name != "bicubic" else 0.0,
+                peak_gflops=peak_gflops,
+                peak_fraction=achieved / peak_gflops if name != "bicubic" else 0.0,
+                peak_precision=computes,
                 psnr_vs_torch=min(psnr(reference, out), 99.0),
                 max_abs_vs_torch=float(diff.max()),
                 gflop_per_frame=gflop,

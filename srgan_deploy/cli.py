@@ -635,7 +635,8 @@ def bench(
         "max",
         "peak RSS",
         title=f"{width}x{height} -> {width * scale}x{height * scale}, batch {batch}, {iters} iters",
-        caption="fps with in-flight pipelining; peak = same-run fp32 GEMM (bf16 can exceed it); "
+        caption="fps with in-flight pipelining; peak = same-run GEMM in the precision the backend computes in "
+        f"(CPU features: {', '.join(report['machine'].get('cpu_features') or ['?'])}); "
         f"PSNR/max-abs vs {report['config']['reference']}",
     )
     for r in report["results"]:
@@ -646,7 +647,7 @@ def bench(
             f"{r['p99_ms']:.1f}",
             f"{r['fps']:.2f}",
             f"{r['gflops']:.0f}",
-            f"{100 * r['peak_fraction']:.0f}% of {r['peak_gflops']:.0f}",
+            f"{100 * r['peak_fraction']:.0f}% of {r['peak_gflops']:.0f} {r['peak_precision']}",
             f"{r['psnr_vs_torch']:.1f}",
             f"{r['max_abs_vs_torch']:.0f}",
             f"{r['extra']['peak_rss_mb'] / 1024:.1f} GB" if "peak_rss_mb" in r["extra"] else "-",

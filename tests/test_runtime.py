@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from srgan_deploy.backends.options import OrtOptions, Request
 from srgan_deploy.backends.registry import choose
 from srgan_deploy.backends.torch import TorchBackend
-from srgan_deploy.bench import BenchConfig, input_for_output, model_gflops, parse_size, run_bench
+from srgan_deploy.bench import BenchConfig, gemm_peak_gflops, input_for_output, model_gflops, parse_size, run_bench
 from srgan_deploy.cli import app
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import (
@@ -313,10 +313,28 @@ def test_bench_json_schema(
         assert r["input"] == [16, 24] and r["batch"] == 1
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0
         assert 0 < r["peak_fraction"] < 1.5 and r["peak_gflops"] > 0
+        assert r["peak_precision"] == "fp32"  # both compute in fp32: measured against the fp32 GEMM
+    assert isinstance(data["machine"]["cpu_features"], list)
     assert data["results"][1]["psnr_vs_torch"] == 99.0 and data["results"][1]["max_abs_vs_torch"] == 0
     assert data["results"][0]["max_abs_vs_torch"] <= 1
     if Path("/proc/self/status").exists():  # per-backend peak memory, measured in the same run
         assert all(100 < r["extra"]["peak_rss_mb"] < 24_000 for r in data["results"])
+
+
+def test_bench_measures_bf16_against_the_bf16_peak(tiny_weights: Path) -> None:
+    """A bf16 run is a fraction of the same-run bf16 GEMM (not '257 % of the fp32 peak')."""
+    from srgan_deploy.backends.registry import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions")
+    report = run_bench(
+        BenchConfig(("openvino",), 16, 24, weights=str(tiny_weights), precision="bf16", warmup=1, iters=2)
+    )
+    (r,) = report["results"]
+    assert r["peak_precision"] == "bf16" and "bf16" in r["device"]
+    fp32_peak = gemm_peak_gflops("cpu", seconds=0.3)
+    assert r["peak_gflops"] > 1.2 * fp32_peak  # a bf16 GEMM runs well above the fp32 one on bf16 CPUs
+    assert 0 < r["peak_fraction"] < 1.0
 
 
 def test_bench_rejects_unknown_backend(tiny_weights: Path) -> None:
@@ -443,9 +461,7 @@ def test_openvino_matches_torch_within_its_budget(
     with make_backend("openvino", str(tiny_weights), precision=precision, cache_dir=cache_dir) as backend:
         out = backend.upscale(frames)
         # the precision is set explicitly: OpenVINO's own default is bf16 on CPUs that have it
-        import openvino.properties.hint as hints
-
-        got = backend.compiled.get_property(hints.inference_precision).get_type_name()
+        got = backend.inference_precision()
         assert got == {"fp32": "f32", "bf16": "bf16"}[precision]
         streamed = list(backend.upscale_many([frames[:1], frames[1:], frames[:1]]))
     ref = torch_ref.upscale(frames)
@@ -456,6 +472,42 @@ def test_openvino_matches_torch_within_its_budget(
         assert diff.max() <= 1
     else:
         assert psnr(ref, out) >= OPENVINO_BF16_BUDGET_DB and diff.max() <= OPENVINO_BF16_MAX_LEVELS
+
+
+def test_openvino_streams_keep_order_shapes_and_results_apart(tiny_weights: Path, cache_dir: Path) -> None:
+    """More frames than requests, two frame sizes interleaved, a several-frame batch: each result equals the
+    frame's own latency-path result, results stay put after later frames ran (fresh output arrays, not a
+    request's reused buffer), and compiled shapes stay bounded."""
+    from srgan_deploy.backends.openvino import SHAPES_KEPT
+
+    small, big = frames_of((5, 19, 23), seed=1), frames_of((3, 26, 30), seed=7)
+    stream = [small[0:1], big[0:1], small[1:3], big[1:2], small[3:4], big[2:3], small[4:5]]
+    with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as backend:
+        alone = [np.concatenate([backend.upscale(b[i : i + 1]) for i in range(len(b))]) for b in stream]
+        got, kept = [], []
+        for out in backend.upscale_many(iter(stream)):
+            got.append(out)
+            kept.append(out.copy())  # as it was when yielded
+        assert all(np.array_equal(a, b) for a, b in zip(got, kept, strict=True))
+        assert [g.shape for g in got] == [a.shape for a in alone]
+        assert all(np.array_equal(g, a) for g, a in zip(got, alone, strict=True))
+        assert np.array_equal(backend.upscale(small), np.concatenate([alone[i] for i in (0, 2, 4, 6)]))
+        for side in range(8, 8 + 2 * SHAPES_KEPT, 2):  # many shapes: the compiled ones stay bounded
+            backend.upscale(frames_of((2, side, side)))
+        modes = [mode for mode, _ in backend._compiled]
+        assert modes.count("throughput") <= SHAPES_KEPT and modes.count("latency") <= SHAPES_KEPT
+
+
+def test_openvino_abandoned_stream_leaves_nothing_running(tiny_weights: Path, cache_dir: Path) -> None:
+    frames = frames_of((6, 17, 21), seed=3)
+    with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as backend:
+        stream = backend.upscale_many(frames[i : i + 1] for i in range(6))
+        first = next(stream)
+        stream.close()  # the consumer stops early (Ctrl-C in a video job)
+        assert not backend._in_flight
+        assert all(len(c.idle) == len(c.requests) for c in backend._compiled.values())
+        assert np.array_equal(first, backend.upscale(frames[:1]))  # still usable
+        assert len(list(backend.upscale_many(frames[i : i + 1] for i in range(6)))) == 6
 
 
 def test_openvino_refuses_what_it_cannot_run() -> None:

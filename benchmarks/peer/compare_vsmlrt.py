@@ -7,7 +7,11 @@ venv); it runs as a worker process (benchmarks/peer/vsmlrt_worker.py) that stays
 driver alternates between the engines round by round, so both see the same machine state. Our
 onnxruntime backend runs in the same rounds as the reference for the bf16 speed-up.
 
-Per frame: frames go one at a time (video latency), same 320x180 (or --size) content. End to end:
+Per frame, same 320x180 (or --size) content, five engines: ours-openvino and ours-onnxruntime fed a stream
+of single frames (as the video command feeds them), plain-openvino (the best plain OpenVINO configuration:
+static shape, THROUGHPUT hint, OpenVINO's optimal number of async requests), vs-mlrt-ov (what its
+Backend.OV_CPU() gives: one stream, frames requested one at a time), and ours-openvino-1-frame (one frame
+at a time, each waited for: the latency of an image). End to end:
 our ``video`` pipeline vs a decode -> vs-mlrt -> encode script with the same decoder, encoder and
 settings (PyAV, libx264 crf 18 preset medium).
 """
@@ -74,10 +78,50 @@ def clip_frames(height: int, width: int, count: int | None) -> np.ndarray:
     return np.ascontiguousarray(np.stack(frames))
 
 
+class PlainOpenVino:
+    """The best plain OpenVINO configuration found for this graph (issue 27's third column): our uint8 graph
+    reshaped to the frame's static shape, THROUGHPUT hint, OpenVINO's optimal number of async requests kept
+    busy, each output copied out. What a user writing their own OpenVINO loop would reach at best."""
+
+    def __init__(self, onnx: Path, shape: tuple[int, ...], precision: str) -> None:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        core = ov.Core()
+        network = core.read_model(str(onnx))
+        network.reshape({network.inputs[0]: list(shape)})
+        self.compiled = core.compile_model(
+            network,
+            "CPU",
+            {
+                hints.inference_precision: {"fp32": "f32", "bf16": "bf16"}[precision],
+                hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
+            },
+        )
+        self.requests = int(self.compiled.get_property(props.optimal_number_of_infer_requests))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
+        self.outputs: dict[int, np.ndarray] = {}
+        self.queue.set_callback(self._done)
+
+    def _done(self, request: Any, index: int) -> None:
+        self.outputs[index] = np.array(request.get_output_tensor(0).data, copy=True)
+
+    def run(self, frames: np.ndarray) -> list[np.ndarray]:
+        self.outputs = {}
+        for i in range(len(frames)):
+            self.queue.start_async({0: frames[i : i + 1]}, i)
+        self.queue.wait_all()
+        return [self.outputs[i] for i in range(len(frames))]
+
+
+ENGINES = ("ours-openvino", "plain-openvino", "vs-mlrt-ov", "ours-onnxruntime", "ours-openvino-1-frame")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vs-python", required=True)
-    parser.add_argument("--weights", default=None)
+    parser.add_argument("--weights", default=None, help="a bundled model, .safetensors or a float NCHW .onnx")
     parser.add_argument("--size", default="320x180", help="input WIDTHxHEIGHT")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--frames", type=int, default=4, help="frames per engine per round")
@@ -85,56 +129,88 @@ def main() -> None:
     parser.add_argument("--video-rounds", type=int, default=3)
     args = parser.parse_args()
     from srgan_deploy.export.onnx import export_onnx
-    from srgan_deploy.weights import read_info
+    from srgan_deploy.sources import OnnxFile, model_name, model_source
 
     height, width = parse_size(args.size)
-    info = read_info(args.weights)
+    source = model_source(args.weights)
     frames = clip_frames(height, width, 48)
     tmp = Path(tempfile.mkdtemp(prefix="peer-"))
-    onnx = export_onnx(args.weights, tmp / "model-float32.onnx", io="float32").path  # vs-mlrt takes float NCHW
+    name = model_name(source)
+    if isinstance(source, OnnxFile):  # a foreign network: vs-mlrt takes it as it is (float NCHW [0, 1])
+        onnx = source.path
+    else:
+        onnx = export_onnx(args.weights, tmp / "model-float32.onnx", io="float32").path
     np.save(tmp / "frames.npy", frames)
-    report: dict[str, Any] = {"machine": machine_info(), "model": info.name, "input": [height, width], "per_frame": {}}
+    report: dict[str, Any] = {"machine": machine_info(), "model": name, "input": [height, width], "per_frame": {}}
+    report["machine"]["cpu_flags"] = cpu_flags()
     ort, _ = backend_for("onnxruntime", Request(device="cpu"), args.weights)
     with ort:
-        ort.upscale(frames[:1])
+        list(ort.upscale_many([frames[:1]]))
         for precision in args.precisions.split(","):
             worker = Worker(args.vs_python)
             ready = worker.ask(cmd="frames", path=str(tmp / "frames.npy"), onnx=str(onnx), precision=precision)
             ours, _ = backend_for("openvino", Request(precision=precision), args.weights)
-            times: dict[str, list[float]] = {"ours-openvino": [], "vs-mlrt-ov": [], "ours-onnxruntime": []}
+            times: dict[str, list[float]] = {engine: [] for engine in ENGINES}
             with ours:
+                list(ours.upscale_many(frames[i : i + 1] for i in range(2)))
                 ours.upscale(frames[:1])
+                graph = getattr(ours, "onnx", None)  # the uint8 graph our backend compiled
+                assert graph is not None
+                plain = PlainOpenVino(graph.path, (1, height, width, 3), precision)
+                plain.run(frames[:2])
+                first = plain.run(frames[:1])[0]
+                agree = float(np.abs(first.astype(int) - ours.upscale(frames[:1]).astype(int)).max())
                 for r in range(args.rounds):
                     start = (r * args.frames) % (len(frames) - args.frames)
-                    order = ["ours-openvino", "vs-mlrt-ov", "ours-onnxruntime"]
-                    if r % 2:
-                        order.reverse()
+                    chunk = frames[start : start + args.frames]
+                    order = list(ENGINES) if r % 2 == 0 else list(reversed(ENGINES))
                     for engine in order:
+                        t0 = time.perf_counter()
                         if engine == "vs-mlrt-ov":
                             seconds = worker.ask(cmd="run", start=start, count=args.frames)["seconds"]
-                        else:
+                        elif engine == "plain-openvino":
+                            plain.run(chunk)
+                        elif engine == "ours-openvino-1-frame":  # one frame at a time, waiting for each (latency)
+                            for i in range(len(chunk)):
+                                ours.upscale(chunk[i : i + 1])
+                        else:  # a stream of frames, as the video command feeds it
                             backend = ours if engine == "ours-openvino" else ort
-                            t0 = time.perf_counter()
-                            for i in range(start, start + args.frames):
-                                backend.upscale(frames[i : i + 1])
+                            for _ in backend.upscale_many(chunk[i : i + 1] for i in range(len(chunk))):
+                                pass
+                        if engine != "vs-mlrt-ov":
                             seconds = time.perf_counter() - t0
                         times[engine].append(1e3 * seconds / args.frames)
+                del plain
             worker.close()
             med = {k: statistics.median(v) for k, v in times.items()}
             report["per_frame"][precision] = {
                 "ms_per_frame_median": med,
                 "ms_per_frame_rounds": times,
                 "ours_vs_vsmlrt": med["vs-mlrt-ov"] / med["ours-openvino"],
+                "ours_vs_plain_openvino": med["plain-openvino"] / med["ours-openvino"],
                 "ours_openvino_vs_ours_onnxruntime": med["ours-onnxruntime"] / med["ours-openvino"],
+                "ours_vs_plain_max_abs_diff": agree,
                 "vapoursynth": ready.get("vapoursynth"),
             }
             print(precision, json.dumps(report["per_frame"][precision]["ms_per_frame_median"]), flush=True)
     report["video"] = video_rounds(args, onnx, tmp)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{time.strftime('%Y-%m-%d')}-vm-peer-vsmlrt-{info.name}.json"
+    path = RESULTS / f"{time.strftime('%Y-%m-%d')}-vm-peer-vsmlrt-{name}-{width}x{height}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
     print(f"wrote {path}")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide OpenVINO's kernels (AMX, AVX-512 BF16/VNNI, AVX2)."""
+    wanted = {"amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "avx_vnni"}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(wanted & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return []
 
 
 def video_rounds(args: argparse.Namespace, onnx: Path, tmp: Path) -> dict[str, Any]:

@@ -4,12 +4,27 @@ fused; bf16 on CPUs with AVX-512 BF16 or AMX).
 It compiles the same uint8-I/O ONNX graph as onnxruntime, so conversion to and from float stays
 in the graph. The precision is always set explicitly: OpenVINO's own default on a bf16-capable
 CPU is bf16, which would silently change results for a user who asked for fp32.
+
+How it is fast (measured in benchmarks/peer/compare_vsmlrt.py and docs/performance notes):
+
+- A stream of frames (``upscale_many``: video) runs on a model compiled with the THROUGHPUT hint: one
+  stream per few cores, each frame on its own infer request, OpenVINO's optimal number of requests
+  kept busy. On 2 cores this is 1.25-1.4x the frames/s of one LATENCY stream using both cores,
+  because oneDNN's convolutions scale poorly across threads on frames this small.
+- One frame on its own (an image) runs on a LATENCY-compiled model (all cores on that frame); several
+  frames or tiles in one call are spread over the throughput requests.
+- Every compiled model is for one static input shape (a small LRU of them, compiling takes ~0.1 s):
+  static shapes let the CPU plugin plan memory once and skip shape inference per call.
+- Outputs are written by OpenVINO straight into a fresh numpy array per frame (no copy out). Inputs
+  are copied into the request (about 0.1 ms per 320x180 frame, <0.1 % of its inference): sharing
+  the caller's buffer would let a caller that refills it while the frame is in flight corrupt it.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,12 +33,34 @@ from srgan_deploy.artifacts import OnnxModel
 from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OpenVinoOptions
-from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import ExportError, ShapeError
 from srgan_deploy.sources import OnnxLoader
 
 INSTALL = "pip install openvino (or pip install 'srgan-deploy[openvino]')"
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+SHAPES_KEPT = 4  # compiled shapes kept per mode: a frame size, its edge tiles, a last odd frame
+
+
+@dataclass
+class _Compiled:
+    """One static-shape compiled model and its infer requests; ``idle`` are those free to start."""
+
+    model: Any
+    requests: list[Any]
+    idle: deque[Any] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.idle.extend(self.requests)
+
+
+@dataclass
+class _Job:
+    """One unit (a frame, or a fixed batch) started on a request; ``out`` is filled in place."""
+
+    compiled: _Compiled
+    request: Any
+    out: np.ndarray
+    done: bool = False
 
 
 class OpenVinoBackend(Backend[OpenVinoOptions]):
@@ -33,8 +70,10 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         super().__init__(options)
         self._load = load
         self.onnx: OnnxModel | None = None
-        self.compiled: Any = None
-        self._requests: list[Any] = []
+        self._core: Any = None
+        self._network: Any = None  # the read (dynamic-shape) model every static shape is cloned from
+        self._compiled: OrderedDict[tuple[str, tuple[int, ...]], _Compiled] = OrderedDict()
+        self._in_flight: deque[_Job] = deque()
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -56,42 +95,82 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
 
     def _open(self) -> None:
         import openvino as ov
+
+        self.onnx = self._load().require_uint8("openvino")
+        self._core = ov.Core()
+        self._compiled = OrderedDict()
+        try:
+            self._network = self._core.read_model(str(self.onnx.path))
+        except RuntimeError as exc:
+            raise ExportError(f"OpenVINO cannot read {self.onnx.path}: {str(exc).splitlines()[0]}") from exc
+        self._model = self.onnx.spec
+        # compile one small shape now: a graph OpenVINO cannot compile fails at open, not on the first frame
+        probe = self._compiled_for("throughput", self._probe_shape())
+        streams, threads = self.streams_and_threads(probe)
+        self.device_label = f"cpu x{threads} {self.options.precision}, {streams} streams"
+
+    def _probe_shape(self) -> tuple[int, ...]:
+        spec = self._model
+        assert spec is not None
+        h, w = spec.static_hw or (spec.size_multiple * max(1, 32 // spec.size_multiple),) * 2
+        return (spec.batch or 1, h, w, 3)
+
+    @staticmethod
+    def streams_and_threads(compiled: _Compiled) -> tuple[int, int]:
+        import openvino.properties as props
+
+        return int(compiled.model.get_property(props.num_streams)), int(
+            compiled.model.get_property(props.inference_num_threads)
+        )
+
+    def inference_precision(self) -> str:
+        """The precision OpenVINO actually computes in ('f32' or 'bf16'), read back from a compiled model."""
+        import openvino.properties.hint as hints
+
+        self._require_open()
+        compiled = next(iter(self._compiled.values()))
+        return str(compiled.model.get_property(hints.inference_precision).get_type_name())
+
+    def _compiled_for(self, mode: str, shape: tuple[int, ...]) -> _Compiled:
+        """The model compiled for ``shape`` (N, H, W, 3) in ``mode`` ("latency" | "throughput"), cached."""
+        key = (mode, shape)
+        found = self._compiled.get(key)
+        if found is not None:
+            self._compiled.move_to_end(key)
+            return found
         import openvino.properties as props
         import openvino.properties.hint as hints
 
-        self.onnx = self._load().require_uint8("openvino")
-        core = ov.Core()
-        config: dict[str, Any] = {
+        network = self._network.clone()
+        try:
+            network.reshape({network.inputs[0]: list(shape)})
+        except RuntimeError as exc:
+            raise ShapeError(f"the network does not take a {shape} input: {str(exc).splitlines()[0]}") from exc
+        config: dict[Any, Any] = {
             hints.inference_precision: OV_PRECISION[self.options.precision],
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-            # compiled-model cache keyed (by folder) on OpenVINO's version and the precision, on top of
-            # OpenVINO's own key (model hash + device + config)
-            props.cache_dir: str(
-                cache_dir(self.options.cache_dir)
-                / "openvino"
-                / f"{ov.get_version().split('-')[0]}-{self.options.precision}"
-            ),
+            hints.performance_mode: hints.PerformanceMode.THROUGHPUT
+            if mode == "throughput"
+            else hints.PerformanceMode.LATENCY,
         }
         if self.options.threads:
             config[props.inference_num_threads] = self.options.threads
         try:
-            self.compiled = core.compile_model(str(self.onnx.path), "CPU", config)
+            model = self._core.compile_model(network, "CPU", config)
         except RuntimeError as exc:
-            raise ExportError(f"OpenVINO cannot compile {self.onnx.path}: {str(exc).splitlines()[0]}") from exc
-        self._requests = [self.compiled.create_infer_request() for _ in range(self.options.requests)]
-        threads = self.compiled.get_property(props.inference_num_threads)
-        self.device_label = f"cpu x{threads} {self.options.precision}"
-        self._model = self.onnx.spec
-
-    def _run(self, request: Any, frames: np.ndarray) -> np.ndarray:
-        try:
-            request.infer({0: frames})
-        except RuntimeError as exc:
-            raise ShapeError(
-                f"OpenVINO failed on a {frames.shape} batch: {str(exc).splitlines()[0]}; try --tile 256"
+            raise ExportError(
+                f"OpenVINO cannot compile {self.onnx.path if self.onnx else 'the model'}: {str(exc).splitlines()[0]}"
             ) from exc
-        return np.array(request.get_output_tensor(0).data, copy=True)
+        count = 1
+        if mode == "throughput":
+            count = self.options.requests or int(model.get_property(props.optimal_number_of_infer_requests))
+        compiled = _Compiled(model, [model.create_infer_request() for _ in range(count)])
+        self._compiled[key] = compiled
+        kept = [k for k in self._compiled if k[0] == mode]
+        for old in kept[:-SHAPES_KEPT]:  # a job in flight holds its own request (and so its model)
+            del self._compiled[old]
+        return compiled
 
+    # ------------------------------------------------------------ one call
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
         """A network that takes one shape gets tiles of exactly that shape; others follow the memory plan."""
         if self.model.static_hw is not None:
@@ -99,46 +178,125 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         return super()._tile_size(height, width)
 
     def _infer(self, frames: np.ndarray) -> np.ndarray:
-        spec = self._model
-        if spec is not None and needs_fitting(spec, frames):  # a static-shape or fixed-batch network
+        spec = self.model
+        if needs_fitting(spec, frames):  # a static-shape or fixed-batch network
             return run_fitted(frames, spec, self._infer)
-        return self._run(self._requests[0], frames)
+        if spec.batch is not None or len(frames) == 1:  # one unit: all cores on it
+            return self._run_now(frames)
+        # several frames or tiles: one per throughput request, every stream busy
+        return np.concatenate(list(self._stream(frames[i : i + 1] for i in range(len(frames)))))
+
+    def _run_now(self, unit: np.ndarray) -> np.ndarray:
+        compiled = self._compiled_for("latency", unit.shape)
+        request = compiled.requests[0]
+        out = self._output_for(unit)
+        request.set_output_tensor(0, self._tensor(out))
+        try:
+            request.infer({0: unit}, share_inputs=False)
+        except RuntimeError as exc:
+            raise ShapeError(
+                f"OpenVINO failed on a {unit.shape} batch: {str(exc).splitlines()[0]}; try --tile 256"
+            ) from exc
+        return out
+
+    def _output_for(self, unit: np.ndarray) -> np.ndarray:
+        n, h, w, _ = unit.shape
+        s = self.model.scale
+        return np.empty((n, h * s, w * s, 3), dtype=np.uint8)
+
+    @staticmethod
+    def _tensor(array: np.ndarray) -> Any:
+        import openvino as ov
+
+        return ov.Tensor(array, shared_memory=True)
+
+    # ------------------------------------------------------------ in flight
+    def _start(self, unit: np.ndarray) -> _Job:
+        """Start ``unit`` on an idle throughput request, first finishing the oldest job when none is idle."""
+        compiled = self._compiled_for("throughput", unit.shape)
+        while not compiled.idle:
+            oldest = next(job for job in self._in_flight if not job.done and job.compiled is compiled)
+            self._wait(oldest)
+        request = compiled.idle.popleft()
+        out = self._output_for(unit)
+        request.set_output_tensor(0, self._tensor(out))
+        job = _Job(compiled, request, out)
+        try:
+            request.start_async({0: unit}, share_inputs=False)
+        except RuntimeError as exc:
+            compiled.idle.append(request)
+            raise ShapeError(f"OpenVINO cannot start a {unit.shape} batch: {str(exc).splitlines()[0]}") from exc
+        self._in_flight.append(job)
+        return job
+
+    def _wait(self, job: _Job) -> np.ndarray:
+        if not job.done:
+            job.done = True
+            self._in_flight.remove(job)
+            try:
+                job.request.wait()
+            except RuntimeError as exc:
+                raise ShapeError(f"OpenVINO inference failed: {str(exc).splitlines()[0]}; try --tile 256") from exc
+            finally:
+                job.compiled.idle.append(job.request)
+        return job.out
+
+    def _drain(self) -> None:
+        """On an error or an abandoned stream: let every started request finish, so none runs on into a
+        buffer that is gone. Their own errors are dropped: the error that got us here is the one to report."""
+        while self._in_flight:
+            try:
+                self._wait(self._in_flight[0])
+            except ShapeError:
+                continue
+
+    def _stream(self, units: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Units through the throughput requests, each started as soon as a request is idle; in order."""
+        started: deque[_Job] = deque()
+        try:
+            for unit in units:
+                started.append(self._start(unit))
+                while started and started[0].done:
+                    yield self._wait(started.popleft())
+            while started:
+                yield self._wait(started.popleft())
+        except BaseException:
+            self._drain()
+            raise
 
     def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Up to ``requests`` batches in flight (async infer requests); results in input order.
+        """Every frame of every batch on its own throughput request, as many in flight as OpenVINO asks for;
+        results in input order, batches as they came.
 
         Frames that need tiling (or padding to a static network's shape) go through ``upscale`` one at a
         time, after what is in flight."""
         self._require_open()
-        pending: deque[Any] = deque()
-        k = len(self._requests)
+        groups: deque[list[_Job]] = deque()
         try:
-            for i, raw in enumerate(batches):
+            for raw in batches:
                 batch = check_frames(raw)
                 if self._tile_size(batch.shape[1], batch.shape[2]) is not None or needs_fitting(self.model, batch):
-                    while pending:
-                        yield self._finish(pending.popleft())
+                    while groups:
+                        yield self._collect(groups.popleft())
                     yield self.upscale(batch)
                     continue
-                if len(pending) == k:
-                    yield self._finish(pending.popleft())
-                request = self._requests[i % k]
-                request.start_async({0: batch}, share_inputs=False)
-                pending.append(request)
-            while pending:
-                yield self._finish(pending.popleft())
-        finally:
-            for request in pending:  # abandoned by the consumer or an error: let queued work finish
-                request.wait()
+                step = self.model.batch or 1
+                groups.append([self._start(batch[i : i + step]) for i in range(0, len(batch), step)])
+                while groups and all(job.done for job in groups[0]):
+                    yield self._collect(groups.popleft())
+            while groups:
+                yield self._collect(groups.popleft())
+        except BaseException:
+            self._drain()
+            raise
 
-    def _finish(self, request: Any) -> np.ndarray:
-        try:
-            request.wait()
-        except RuntimeError as exc:
-            raise ShapeError(f"OpenVINO inference failed: {str(exc).splitlines()[0]}; try --tile 256") from exc
-        return np.array(request.get_output_tensor(0).data, copy=True)
+    def _collect(self, jobs: list[_Job]) -> np.ndarray:
+        outs = [self._wait(job) for job in jobs]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def _release(self) -> None:
-        self._requests = []
-        self.compiled = None
+        self._in_flight.clear()
+        self._compiled = OrderedDict()
+        self._network = None
+        self._core = None
         self.onnx = None

@@ -113,7 +113,7 @@ class OpenVinoOptions:
     tile: int | None = None
     memory_budget: int | None = None
     threads: int | None = None
-    requests: int = 2  # async infer requests in flight
+    requests: int | None = None  # infer requests in flight; None: OpenVINO's optimal number for the streams
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -121,7 +121,7 @@ class OpenVinoOptions:
             raise ConfigError(f"the openvino backend runs fp32 or bf16, not {self.precision}")
         _check_tile(self.tile)
         _check_threads(self.threads)
-        if self.requests < 1:
+        if self.requests is not None and self.requests < 1:
             raise ConfigError("openvino needs at least 1 infer request")
 
 
