@@ -6,7 +6,10 @@ a typed ``ModelSource``; backends never look at suffixes, and every stage reads 
 ``ModelSpec`` (``model_spec``). A backend
 takes a *loader*: a no-argument callable that yields its artifact (Polygraphy's
 ``EngineFromBytes(...)`` idea). This is the one runtime module that composes the export stage's
-loaders, and it imports them lazily, so the runtime has no import-time edge to ``export``.
+loaders (``export.loaders``, which import nothing of the runtime's composition or its backends), and it
+imports them lazily, so the runtime has no import-time edge to ``export``. What the runtime decides for a
+loader it composes lives here: which graph a backend runs, and the profile of an engine built on first
+use (``RuntimeProfile``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srgan_deploy.artifacts import EngineArtifact, OnnxModel, is_ours, read_onnx_metadata
-from srgan_deploy.errors import ConfigError, InputFileError, ModelError
+from srgan_deploy.artifacts import EngineArtifact, OnnxModel, ShapeProfile, is_ours, read_onnx_metadata
+from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, InputFileError, ModelError
 from srgan_deploy.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -186,18 +189,96 @@ def onnx_loader(
 def engine_loader(
     source: ModelSource, options: TensorRTOptions, flavour: str, cache_dir: Path, notify: Callable[[str], None]
 ) -> EngineLoader:
-    """A plan given by the user, or the cached/built engine for the ONNX of these weights."""
+    """A plan given by the user, or the engine of the model's uint8 ONNX, built on first use into the cache
+    (``export.loaders.EngineFromOnnx``: the same build-or-load the export command makes) for the GPU the
+    backend runs on (``--device cuda:N``, not GPU 0), with the profile its slots fit (``RuntimeProfile``)."""
     if isinstance(source, EnginePlan):
         path = source.path
         return lambda: EngineArtifact.from_plan(path)
-    onnx = onnx_loader(source, cache_dir, flavour, notify=notify)
+    from srgan_deploy.export.loaders import EngineFromOnnx
+    from srgan_deploy.export.tensorrt import BuildOptions
 
-    def load() -> EngineArtifact:
-        from srgan_deploy.export.loaders import EngineFromOnnx
+    return EngineFromOnnx(
+        onnx_loader(source, cache_dir, flavour, notify=notify),
+        flavour,
+        options.precision,
+        RuntimeProfile(options),
+        cache_dir / "engines",
+        BuildOptions(workspace_mib=options.workspace_mib, device=options.device, notify=notify),
+        check_deserialize=False,  # the backend deserializes it next, and says to rebuild when that fails
+    )
 
-        return EngineFromOnnx(onnx, flavour, options, cache_dir / "engines", notify)()
 
-    return load
+GPU_SHARE = 0.6  # of the GPU's total memory, what a runtime-built engine's slots may take by default
+LARGE_MAX = (1088, 1920)  # the profile max where the slots fit: 1080p input whole (1088: a multiple of 16)
+
+
+@dataclass(frozen=True)
+class RuntimeProfile:
+    """The optimization profile of an engine built on first use, from the backend's options and the GPU.
+
+    A rule of the runtime, not of the builder: it sizes the profile so that ``options.slots`` execution
+    contexts fit the GPU the backend runs on. Asked when the engine is loaded (the GPU is queried then, not
+    when the backend is made), with the network's spec; the result is narrowed to what the network takes."""
+
+    options: TensorRTOptions
+
+    def __call__(self, model: ModelSpec) -> ShapeProfile:
+        return profile_for(self.options, model, gpu_total_memory(self.options.device))
+
+
+def profile_for(options: TensorRTOptions, model: ModelSpec, gpu_memory: int | None = None) -> ShapeProfile:
+    """The profile below, narrowed to what the network takes: exactly its static shape, its fixed batch."""
+    return _profile_for(options, model, gpu_memory).fitted(model)
+
+
+def _profile_for(options: TensorRTOptions, model: ModelSpec, gpu_memory: int | None) -> ShapeProfile:
+    """The optimization profile a runtime-built engine gets: up to --tile, capped for max_shape.
+
+    Otherwise 1088x1920 where the slots' contexts fit, else the default profile's max shape shrinks, aspect
+    kept, until every slot's execution context fits the --memory-budget or, without one, 60 % of the GPU's
+    total memory: TensorRT allocates a context's activations for the profile's max shape up front, so
+    memory must shape the profile (larger frames are tiled). Total, not free, memory: the profile is part
+    of the engine cache's key, and free memory changes from run to run."""
+    if options.tile is not None:
+        # up to the tile, not exactly it: a frame smaller than the tile then runs as it is instead of padded
+        # (padding changes the output near the padded edge); tiles of a larger frame are all tile x tile
+        t = options.tile
+        return ShapeProfile((1, min(8, t), min(8, t)), (1, t, t), (1, t, t))
+    if options.max_shape is not None:
+        h, w = options.max_shape
+        return ShapeProfile((1, min(16, h), min(16, w)), (1, min(270, h), min(480, w)), (1, h, w))
+    default = ShapeProfile.parse(None, None, None)
+    budgets = [b for b in (options.memory_budget, int(gpu_memory * GPU_SHARE) if gpu_memory else None) if b]
+    if not budgets:
+        return default
+    from srgan_deploy.memory import TILE_STEP, bytes_per_pixel
+
+    per_pixel = bytes_per_pixel("tensorrt", options.precision, model) * options.slots
+    big_h, big_w = LARGE_MAX
+    if per_pixel * big_h * big_w <= min(budgets):  # a GPU with room runs 1080p input frames whole
+        return ShapeProfile(default.min, default.opt, (1, big_h, big_w))
+    _, max_h, max_w = default.max
+    ratio = (min(budgets) / (per_pixel * max_h * max_w)) ** 0.5
+    if ratio >= 1.0:
+        return default
+    h = max(default.min[1], int(max_h * ratio) // TILE_STEP * TILE_STEP)
+    w = max(default.min[2], int(max_w * ratio) // TILE_STEP * TILE_STEP)
+    if (h, w) == (max_h, max_w):
+        return default
+    return ShapeProfile(default.min, (1, min(default.opt[1], h), min(default.opt[2], w)), (1, h, w))
+
+
+def gpu_total_memory(device: int) -> int | None:
+    """Total memory of GPU ``device``; None where no GPU can say."""
+    from srgan_deploy.gpu.cuda_rt import device_count, device_properties
+
+    try:
+        if device_count() <= device:
+            return None
+        return device_properties(device).total_memory
+    except (BackendUnavailableError, EngineError):
+        return None
 
 
 def generator_loader(source: ModelSource, who: str) -> GeneratorLoader:

@@ -9,13 +9,13 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from srgan_deploy.artifacts import ShapeProfile, parse_shape
+from srgan_deploy.artifacts import ShapeProfile, parse_shape, read_onnx_metadata
 from srgan_deploy.cli import app
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, OutputError, WeightsError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, convert_core_to_fp16, measure_fp16, stress_images
-from srgan_deploy.export.onnx import export_onnx, read_metadata
+from srgan_deploy.export.onnx import export_onnx
 from srgan_deploy.export.run import ExportRequest, run_export
-from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, parse_targets, trt_major, write_engine
+from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, parse_targets, write_engine
 from srgan_deploy.export.triton import config_text, parse_pbtxt
 from srgan_deploy.export.verify import torch_reference, verify_onnx
 from srgan_deploy.gpu.trt_runtime import flavour_status, import_flavour_module
@@ -51,7 +51,7 @@ def test_onnx_graph_is_valid_dynamic_and_annotated(exported: dict[str, Path], ti
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     ops = {n.op_type for n in model.graph.node}
     assert "BatchNormalization" not in ops and "Clip" in ops and "DepthToSpace" in ops
-    meta = read_metadata(exported["uint8"])
+    meta = read_onnx_metadata(exported["uint8"])
     info = read_info(tiny_weights)
     assert meta["srgan_deploy.scale"] == "4"
     assert meta["srgan_deploy.weights_sha256"] == info.sha256
@@ -168,10 +168,6 @@ def test_engine_cache_rebuild_decisions(tmp_path: Path) -> None:
     assert cache_status(paths, spec)[1].endswith("is unreadable")
     paths.sidecar.unlink()
     assert "no sidecar" in cache_status(paths, spec)[1]
-
-
-def test_trt_version_parsing() -> None:
-    assert trt_major("10.13.0.35") == 10 and trt_major("11.0.1") == 11
 
 
 def test_tensorrt_stubs_are_not_mistaken_for_tensorrt() -> None:

@@ -49,8 +49,7 @@ def test_a_runtime_built_engine_is_built_for_and_on_the_requested_gpu(
 ) -> None:
     """Two different GPUs; the backend runs on cuda:1. The engine must be built for GPU 1 (its name and
     compute capability in the cache key) and on it (the builder's thread has GPU 1 current)."""
-    from srgan_deploy.export.loaders import EngineFromOnnx
-    from srgan_deploy.sources import Weights, onnx_loader
+    from srgan_deploy.sources import Weights, engine_loader
 
     gpus = {0: GpuProperties("NVIDIA A100-SXM4-80GB", "8.0", 80 << 30), 1: GpuProperties("RTX 4090", "8.9", 24 << 30)}
     current = threading.local()  # the current device is per host thread, 0 until set
@@ -65,12 +64,8 @@ def test_a_runtime_built_engine_is_built_for_and_on_the_requested_gpu(
 
     monkeypatch.setattr(trt_export, "build_serialized", build)
     monkeypatch.setattr(trt_export.Flavour, "load", classmethod(lambda cls, name: fake_flavour(name)))
-    loader = EngineFromOnnx(
-        onnx_loader(Weights(str(tiny_weights)), tmp_path, "tensorrt"),
-        "tensorrt",
-        TensorRTOptions(device=1, precision="fp32"),
-        tmp_path / "engines",
-        lambda message: None,
+    loader = engine_loader(
+        Weights(str(tiny_weights)), TensorRTOptions(device=1, precision="fp32"), "tensorrt", tmp_path, lambda m: None
     )
     artifacts: list[Any] = []
     worker = threading.Thread(target=lambda: artifacts.append(loader()))  # a fresh thread: nothing current

@@ -108,6 +108,9 @@ def test_no_import_cycles_anywhere_in_the_package() -> None:
     assert cycles(graph) == []
 
 
+EXPORT_COMMAND = ("srgan_deploy.export.run", "srgan_deploy.export.triton")  # `srgan-deploy export` itself
+
+
 def test_runtime_backends_never_import_the_export_stage() -> None:
     graph = import_graph()
     offenders = {
@@ -123,6 +126,8 @@ def test_runtime_backends_never_import_the_export_stage() -> None:
         if any(x.startswith("srgan_deploy.export") for x in t) and not n.startswith("srgan_deploy.export")
     )
     assert composers == ["srgan_deploy.cli", "srgan_deploy.sources"]
+    # and it composes the builders' loaders, never the command
+    assert [t for t in graph["srgan_deploy.sources"] if t in EXPORT_COMMAND] == []
 
 
 RUNTIME = (
@@ -154,12 +159,61 @@ def within(name: str, packages: tuple[str, ...]) -> bool:
 
 def test_the_runtime_never_imports_a_stage() -> None:
     """Arrows run cli -> stages -> runtime; ``sources`` is the one runtime module allowed to compose the
-    export stage's loaders (checked above)."""
+    export stage's loaders (checked above), which point back at nothing (checked below)."""
     graph = import_graph()
     offenders = {
         n: sorted(t for t in targets if within(t, STAGES)) for n, targets in graph.items() if within(n, RUNTIME)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module importing ``start`` causes to run, through any number of modules."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_reachable_follows_chains() -> None:
+    assert reachable({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, "a") == {"b", "c"}
+
+
+def test_export_builders_never_point_back_up() -> None:
+    """The rest of ``export`` (ONNX export, fp16 conversion, wrapping, the TensorRT builder and the loaders
+    over them) is what the runtime composes to get an engine or a graph on first use, so it sits below
+    ``sources`` and every backend (Polygraphy's loaders: a runner takes a loader, no loader knows a runner).
+    Nothing it imports, directly or through other modules, may reach back: not ``sources``, not a backend,
+    not the runtime's own rules (``memory``: a runtime-built engine's profile; ``cache``: where things go),
+    not a stage, not the export command."""
+    graph = import_graph()
+    builders = sorted(n for n in graph if n.startswith("srgan_deploy.export.") and n not in EXPORT_COMMAND)
+    assert {"srgan_deploy.export.loaders", "srgan_deploy.export.tensorrt", "srgan_deploy.export.onnx"} <= set(builders)
+    above = (
+        "srgan_deploy.sources",
+        "srgan_deploy.backends",
+        "srgan_deploy.memory",
+        "srgan_deploy.cache",
+        *EXPORT_COMMAND,
+        *(s for s in STAGES if s != "srgan_deploy.export"),
+    )
+    offenders = {n: sorted(t for t in reachable(graph, n) if within(t, above)) for n in builders}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_export_command_runs_engines_through_the_registry_only() -> None:
+    """It verifies an engine on the backend ``registry.create`` makes, on the loader every backend gets for
+    a plan file: what ``upscale`` runs, not a backend class it builds with options of its own."""
+    graph = import_graph()
+    for name in EXPORT_COMMAND:
+        backends = sorted(t for t in graph[name] if within(t, ("srgan_deploy.backends",)))
+        assert backends in ([], ["srgan_deploy.backends", "srgan_deploy.backends.registry"]), (name, backends)
+    assert sorted(n for n, t in graph.items() if "srgan_deploy.export.run" in t) == ["srgan_deploy.cli"]
+    assert sorted(n for n, t in graph.items() if "srgan_deploy.export.triton" in t) == ["srgan_deploy.export.run"]
 
 
 def test_files_is_a_leaf() -> None:

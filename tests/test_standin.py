@@ -467,6 +467,33 @@ def test_export_with_verification_on_a_gpu_deserializes_the_plan_at_most_twice(
     assert gpu.flavours["tensorrt"].deserialized - first <= 2, "cache check + verification, nothing more"
 
 
+def test_export_verifies_its_plan_on_the_registrys_backend_and_plan_loader(
+    gpu: StandinGPU, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The written plan runs the way ``upscale -w PLAN`` runs it: the backend ``registry.create`` makes, on
+    the loader a plan file gets; no backend of the export command's own (fp32: the exact-parity branch)."""
+    import srgan_deploy.backends.registry as registry
+    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.sources import EnginePlan
+
+    made: list[tuple[str, Any, str]] = []
+    create = registry.create
+
+    def recording(choice: Any, source: Any = None, notify: Any = None) -> Any:
+        made.append((choice.name, source, choice.options.precision))
+        return create(choice, source, notify)
+
+    monkeypatch.setattr(registry, "create", recording)
+    monkeypatch.setenv("SRGAN_DEPLOY_CACHE", str(tmp_path / "cache"))
+    request = ExportRequest(out_dir=tmp_path / "out", weights=str(tiny_weights), fmt="tensorrt", precision="fp32")
+    report = run_export(request)
+    assert report.engine is not None and report.engine.parent == tmp_path / "out" and report.engine_built
+    assert made == [("tensorrt", EnginePlan(report.engine), "fp32")]
+    assert len(report.engine_parity) == 2 and all(p.within_one >= 0.999 for p in report.engine_parity)
+    assert not gpu.errors, gpu.errors
+    gpu.assert_released()
+
+
 def test_frames_beyond_the_profile_get_the_fewest_pixels_of_tiles_and_keep_the_slots_busy(
     gpu: StandinGPU, micro_weights: Path, cache_dir: Path
 ) -> None:

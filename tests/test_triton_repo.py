@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from srgan_deploy.artifacts import read_onnx_metadata
 from srgan_deploy.backends.options import Request, TritonOptions, TritonServer
 from srgan_deploy.backends.registry import MODEL_BACKENDS, choose
 from srgan_deploy.backends.triton import Endpoint
 from srgan_deploy.cli import app
 from srgan_deploy.errors import ConfigError, ShapeError
-from srgan_deploy.export.onnx import read_metadata
 from srgan_deploy.export.triton import parse_pbtxt, python_config_text
 from srgan_deploy.triton_model import DEFAULT_MAX_PIXELS, ServedRuntime, check_request
 
@@ -46,7 +46,7 @@ def test_the_python_model_runs_our_runtime_on_uint8_nhwc(exported: Path, tiny_we
     assert "max_queue_delay_microseconds" in config["dynamic_batching"]
     assert config["instance_group"][0] == {"count": 1, "kind": "KIND_AUTO"}
     params = params_of(folder)
-    meta = read_metadata(folder / "1" / "model.onnx")
+    meta = read_onnx_metadata(folder / "1" / "model.onnx")
     assert params["srgan_deploy.scale"] == "4" and params["srgan_deploy.overlap"] == "12"
     assert params["srgan_deploy.weights_sha256"] == meta["srgan_deploy.weights_sha256"]
     assert json.loads(params["srgan_deploy.config"]) == {"blocks": 2, "channels": 8, "in_channels": 3, "scale": 4}
@@ -82,7 +82,7 @@ def test_the_server_environment_option(tiny_weights: Path, tmp_path: Path) -> No
     params = params_of(tmp_path / "repo" / "tiny_py")
     assert "EXECUTION_ENV_PATH" not in params
     # a float32 export still serves the uint8 boundary
-    assert read_metadata(tmp_path / "repo" / "tiny_py" / "1" / "model.onnx")["srgan_deploy.io"] == "uint8"
+    assert read_onnx_metadata(tmp_path / "repo" / "tiny_py" / "1" / "model.onnx")["srgan_deploy.io"] == "uint8"
     code, output = export("--triton-env", str(tmp_path), "--no-verify")
     assert code == 2 and "is not a virtual environment" in output
 

@@ -181,6 +181,19 @@ def write_fp16_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
+def cached_fp16_core(src: Path, digest: str, work_dir: Path) -> Path:
+    """The fp16-core graph of ``src`` under ``work_dir``, converted on first use.
+
+    Named by the source's digest and the converter's version, so a changed graph or a changed converter
+    never reuses a stale file. One rule for both users: the engine builder (fp16 engines) and onnxruntime's
+    TensorRT provider at fp16, which must see the same graph the engine would be built from."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / f"{src.stem}-{digest[:12]}-fp16core-v{CONVERTER_VERSION}.onnx"
+    if not target.exists():
+        write_fp16_onnx(src, target)
+    return target
+
+
 @dataclass(frozen=True)
 class Fp16Report:
     """PSNR (dB) of FP16 output against FP32 output, per test image, and activation headroom."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from srgan_deploy.artifacts import read_onnx_metadata
 from srgan_deploy.errors import ConfigError, ExportError, OutputError
 from srgan_deploy.weights import WeightsInfo, file_sha256, load_generator
 
@@ -142,12 +143,6 @@ def export_onnx(weights: str | Path | None, out: Path, io: str = "uint8", opset:
     return OnnxArtifact(out, io, info.config.scale, info, file_sha256(out))
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    from srgan_deploy.artifacts import read_onnx_metadata
-
-    return read_onnx_metadata(path)
-
-
 def cached_onnx(
     weights: str | Path | None, cache_dir: Path, io: str = "uint8", notify: Callable[[str], None] | None = None
 ) -> Path:
@@ -173,7 +168,7 @@ def _cached_problem(path: Path, weights_sha256: str) -> str | None:
     if path.stat().st_size == 0:
         return "it is empty"
     try:
-        meta = read_metadata(path)
+        meta = read_onnx_metadata(path)
     except ExportError:
         return "it is truncated or unreadable"
     if meta.get("srgan_deploy.weights_sha256") != weights_sha256:
@@ -187,16 +182,3 @@ def _warn(message: str) -> None:
     import sys
 
     print(f"srgan-deploy: {message}", file=sys.stderr)
-
-
-def onnx_input_is_uint8(path: Path) -> bool:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return bool(proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8)
-
-
-def torch_dtype_of(io: str) -> torch.dtype:
-    import torch
-
-    return torch.uint8 if io == "uint8" else torch.float32

@@ -13,7 +13,7 @@ from srgan_deploy.artifacts import ShapeProfile
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, OutputError, ParityError
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, Fp16Report, measure_fp16, stress_images
 from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
-from srgan_deploy.export.verify import Parity, check_parity, torch_reference, verify_onnx
+from srgan_deploy.export.verify import Parity, check_parity, compare, torch_reference, verify_onnx
 from srgan_deploy.files import atomic_write_bytes
 from srgan_deploy.images import make_input
 from srgan_deploy.weights import read_info
@@ -81,39 +81,31 @@ def _check_writable(folder: Path) -> None:
 
 def verify_engine(
     plan: Path,
-    weights: str | None,
     profile: ShapeProfile,
     precision: str,
     flavour: str,
-    device: int = 0,
-    reference: Reference | None = None,
+    device: int,
+    reference: Callable[[], Reference],
     against: str = "PyTorch",
 ) -> list[Parity]:
-    """Engine vs PyTorch fp32 (uint8 I/O) on shapes inside the profile, or vs ``reference`` (a foreign
-    network's original graph on onnxruntime); FP16 must reach the PSNR budget."""
-    from srgan_deploy.artifacts import EngineArtifact
-    from srgan_deploy.backends.options import TensorRTOptions, TensorRTRtxOptions
-    from srgan_deploy.backends.trt import TensorRTBackend, TensorRTRtxBackend
+    """The written plan against ``reference`` (PyTorch fp32 for weights, a foreign network's original graph
+    on onnxruntime) on shapes inside the engine's profile; FP16 must reach the PSNR budget.
+
+    The plan runs as ``upscale`` and ``video`` would run it: the registry's backend, on the loader any
+    backend gets for a plan file. So what is verified is the runtime's path, not a second one made here.
+    ``reference`` is a loader too: PyTorch loads only once the engine has opened."""
+    from srgan_deploy.backends.registry import Choice, create, entry_for
+    from srgan_deploy.sources import EnginePlan
 
     lo, hi = profile.min, profile.max
     shapes = [lo, (hi[0], min(hi[1], max(lo[1], 37)), min(hi[2], max(lo[2], 53)))]
+    options = entry_for(flavour).options(device=device, precision=precision)
     results: list[Parity] = []
-    backend = (
-        TensorRTRtxBackend(
-            TensorRTRtxOptions(device=device, precision=precision), lambda: EngineArtifact.from_plan(plan)
-        )
-        if flavour == "tensorrt-rtx"
-        else TensorRTBackend(
-            TensorRTOptions(device=device, precision=precision), lambda: EngineArtifact.from_plan(plan)
-        )
-    )
-    with backend as engine:
+    with create(Choice(flavour, options, "export: verifying the written engine"), EnginePlan(plan)) as engine:
         run = engine.upscale
-        expected = reference or torch_reference(weights, "uint8")
+        expected = reference()
         if precision == "fp32":
             return check_parity(run, expected, "uint8", shapes, what="TensorRT engine")
-        from srgan_deploy.export.verify import compare
-
         for k, shape in enumerate(shapes):
             frames = make_input(shape, seed=k)
             result = compare(expected(frames), run(frames), shape, 255.0)
@@ -128,11 +120,9 @@ def verify_engine(
 def _check_flavour(request: ExportRequest) -> None:
     """Fail early, before any work, when the TensorRT module is missing or full TensorRT has no GPU."""
     if request.wants_tensorrt:
-        from srgan_deploy.export.tensorrt import Flavour
+        from srgan_deploy.export.tensorrt import check_buildable
 
-        flavour_check = Flavour.load(request.flavour)
-        if not request.targets:
-            flavour_check.default_targets(request.device)
+        check_buildable(request.flavour, request.targets, request.device)
         if request.io != "uint8":
             raise ConfigError("TensorRT engines are built from the uint8-I/O graph; use --io uint8")
 
@@ -170,56 +160,48 @@ def run_export(
             )
         weights = str(info.path)
         _export_engine(
-            request,
-            onnx_path,
-            name,
-            request.profile,
-            lambda profile: verify_engine(
-                report_engine(report), weights, profile, request.precision, request.flavour, request.device
-            ),
-            "PyTorch",
-            report,
-            notify,
-            on_progress,
+            request, onnx_path, name, lambda: torch_reference(weights, "uint8"), "PyTorch", report, notify, on_progress
         )
     _export_triton(request, onnx_path, name, request.profile, report, notify)
     return report
-
-
-def report_engine(report: ExportReport) -> Path:
-    assert report.engine is not None
-    return report.engine
 
 
 def _export_engine(
     request: ExportRequest,
     onnx_path: Path,
     name: str,
-    profile: ShapeProfile,
-    verify: Callable[[ShapeProfile], list[Parity]],
+    reference: Callable[[], Reference],
     against: str,
     report: ExportReport,
     notify: Notify,
     on_progress: Callable[[str, int, int], None] | None,
 ) -> None:
-    """Build (or take from the cache) the engine of ``onnx_path``, copy it out, and run it where a GPU is."""
+    """Get the engine of ``onnx_path`` in one call (built, or taken from the cache: the loader the runtime
+    uses too), copy it out, and run it where a GPU is."""
+    from srgan_deploy.artifacts import OnnxModel
     from srgan_deploy.cache import cache_dir
-    from srgan_deploy.export.tensorrt import BuildOptions, get_engine
+    from srgan_deploy.export.loaders import EngineFromOnnx
+    from srgan_deploy.export.tensorrt import BuildOptions
 
-    engine_dir = request.engine_dir or cache_dir() / "engines"
-    options = BuildOptions(
-        workspace_mib=request.workspace_mib,
-        targets=request.targets,
-        device=request.device,
-        on_progress=on_progress,
-        notify=notify,
-    )
     flavour = request.flavour
-    plan, spec, built = get_engine(
-        onnx_path, engine_dir, request.precision, profile, "uint8", options, name=name, flavour=flavour
-    )
-    report.engine_built = built
-    if not built:
+    engine = EngineFromOnnx(
+        lambda: OnnxModel.from_path(onnx_path),
+        flavour,
+        request.precision,
+        request.profile.fitted,  # the user's profile, narrowed to a static shape or fixed batch
+        request.engine_dir or cache_dir() / "engines",
+        BuildOptions(
+            workspace_mib=request.workspace_mib,
+            targets=request.targets,
+            device=request.device,
+            on_progress=on_progress,
+            notify=notify,
+        ),
+        name=name,
+    ).build_or_load()
+    plan, spec = engine.artifact.path, engine.spec
+    report.engine_built = engine.built
+    if not engine.built:
         notify(f"{flavour} engine taken from the cache: {plan}")
     kind = "rtx-" if flavour == "tensorrt-rtx" else ""
     target = request.out_dir / f"{name}-{kind}{request.precision}.plan"
@@ -245,7 +227,9 @@ def _export_engine(
                 "parity is checked on first use on a GPU with srgan-deploy bench"
             )
         else:
-            report.engine_parity = verify(profile)
+            report.engine_parity = verify_engine(
+                target, spec.profile, request.precision, flavour, request.device, reference, against
+            )
             for parity in report.engine_parity:
                 notify(f"  {flavour} vs {against} {parity.line()}")
 
@@ -318,18 +302,6 @@ def _export_onnx_file(
                 f"FP16 budget: engine must reach >= {FP16_BUDGET_DB:.0f} dB PSNR vs {against} "
                 f"(the network's body {body}, the boundary float32)"
             )
-        _export_engine(
-            request,
-            onnx_path,
-            name,
-            profile,
-            lambda p: verify_engine(
-                report_engine(report), None, p, request.precision, request.flavour, request.device, reference, against
-            ),
-            against,
-            report,
-            notify,
-            on_progress,
-        )
+        _export_engine(request, onnx_path, name, lambda: reference, against, report, notify, on_progress)
     _export_triton(request, onnx_path, name, profile, report, notify)
     return report

@@ -24,7 +24,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +42,6 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp16", "fp32")
 Notify = Callable[[str], None]
-
-
-def trt_major(version: str) -> int:
-    try:
-        return int(version.split(".")[0])
-    except ValueError as exc:
-        raise EngineError(f"cannot parse TensorRT version '{version}'") from exc
 
 
 def parse_targets(text: str | None) -> tuple[str, ...]:
@@ -154,6 +147,14 @@ class Flavour:
                 )
             return (sm,)
         return RTX_TARGETS
+
+
+def check_buildable(flavour: str, targets: tuple[str, ...] = (), device: int = 0) -> None:
+    """Raise now, before minutes of ONNX export and checks, what the build would raise at its start: the
+    flavour's module is missing, or (no ``--sm`` given) there is no GPU ``device`` to build for."""
+    loaded = Flavour.load(flavour)
+    if not targets:
+        loaded.default_targets(device)
 
 
 @dataclass(frozen=True)
@@ -379,13 +380,9 @@ def make_spec(
 def engine_source(onnx_path: Path, spec: EngineSpec, work_dir: Path) -> Path:
     """The ONNX TensorRT parses: the fp16-core graph for fp16 (strongly typed), else the original."""
     if spec.precision == "fp16":
-        from srgan_deploy.export.fp16 import CONVERTER_VERSION, write_fp16_onnx
+        from srgan_deploy.export.fp16 import cached_fp16_core
 
-        work_dir.mkdir(parents=True, exist_ok=True)
-        target = work_dir / f"{onnx_path.stem}-{spec.onnx_sha256[:12]}-fp16core-v{CONVERTER_VERSION}.onnx"
-        if not target.exists():
-            write_fp16_onnx(onnx_path, target)
-        return target
+        return cached_fp16_core(onnx_path, spec.onnx_sha256, work_dir)
     return onnx_path
 
 
@@ -417,6 +414,9 @@ def get_engine(
     check_deserialize: bool = True,
 ) -> tuple[Path, EngineSpec, bool]:
     """The engine plan for these settings: from the cache when valid, else built now. Returns (plan, spec, built).
+
+    The immediate form of ``export.loaders.EngineFromOnnx`` (as Polygraphy pairs ``engine_from_network``
+    with ``EngineFromNetwork``): commands and the runtime go through the loader; this is what it calls.
 
     ``check_deserialize=False`` trusts a cached plan whose sidecar matches; the runtime passes it because
     it deserializes the plan right after anyway (and says to rebuild if that fails), so it is not done twice.
@@ -465,9 +465,9 @@ def _build(
         from srgan_deploy.gpu.cuda_rt import set_device
 
         set_device(options.device)
-        if options.timing_cache is None:
+        if options.timing_cache is None:  # a copy: the caller's options (a loader's, reused) stay as given
             gpu = spec.gpu_name.replace(" ", "_")
-            options.timing_cache = engine_dir / f"timing-{gpu}-{spec.tensorrt_version}.cache"
+            options = replace(options, timing_cache=engine_dir / f"timing-{gpu}-{spec.tensorrt_version}.cache")
     source = engine_source(onnx_path, spec, engine_dir / "onnx")
     result = build_serialized(flav, source, spec, options, paths.log)
     model = _model_spec(onnx_path)
