@@ -686,7 +686,14 @@ def video(
         str, typer.Option("--codec", help="libx264 (default), libx265/hevc, h264_nvenc, hevc_nvenc, libvpx-vp9.")
     ] = "libx264",
     crf: Annotated[int, typer.Option("--crf", help="Constant quality (lower = better, bigger).")] = 18,
-    preset: Annotated[str, typer.Option("--preset", help="Encoder speed preset.")] = "medium",
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="Encoder speed preset; auto: veryfast when the model runs on this CPU (the encoder shares its "
+            "cores), medium otherwise.",
+        ),
+    ] = "auto",
     pix_fmt: Annotated[str, typer.Option("--pix-fmt", help="Output pixel format.")] = "yuv420p",
     start: Annotated[float | None, typer.Option("--start", help="Start at this many seconds.")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="Process this many seconds.")] = None,

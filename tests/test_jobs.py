@@ -1029,3 +1029,33 @@ def test_a_bug_in_one_input_fails_that_input_only(tmp_path: Path) -> None:
     assert second.ok and second.frames == 4, second.error
     assert len(failed) == 1 and "bad.mp4" in failed[0]
     assert not list(tmp_path.glob(".*.srgan-work"))
+
+
+def x264_settings(path: Path) -> str:
+    """The option string x264 writes into the stream it encodes (its SEI): what the encoder really ran with."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start : data.index(b"\x00", start)].decode("latin-1")
+
+
+def test_preset_auto_is_veryfast_when_the_model_shares_the_cpu(vfr_clip: Path, tmp_path: Path) -> None:
+    """--preset auto (the CLI default): the encoder takes its cycles from a CPU model, so it runs veryfast
+    (subme=2); an explicit preset is kept; outside a job (no backend known) auto means medium (subme=7)."""
+    from srgan_deploy.jobs import VideoJobOptions, upscale_videos
+    from srgan_deploy.pipeline import upscale_video
+    from srgan_deploy.video import with_auto_preset
+
+    auto = EncodeOptions(preset="auto")
+    assert with_auto_preset(auto, model_on_cpu=True).preset == "veryfast"
+    assert with_auto_preset(auto, model_on_cpu=False).preset == "medium"
+    assert with_auto_preset(EncodeOptions(preset="slow"), model_on_cpu=True).preset == "slow"
+    out = tmp_path / "auto.mp4"
+    upscale_videos([vfr_clip], [out], VideoJobOptions(backend="bicubic", encode=auto, max_frames=4))
+    assert "subme=2 " in x264_settings(out)
+    explicit = tmp_path / "fast.mp4"
+    upscale_videos([vfr_clip], [explicit], VideoJobOptions(backend="bicubic", encode=EncodeOptions(preset="fast")))
+    assert "subme=6 " in x264_settings(explicit)
+    alone = tmp_path / "alone.mp4"
+    with make_backend("bicubic") as backend:
+        upscale_video(VideoJob(vfr_clip, alone, auto, max_frames=4), backend)
+    assert "subme=7 " in x264_settings(alone)

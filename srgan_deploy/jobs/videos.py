@@ -24,7 +24,7 @@ from srgan_deploy.jobs.run import Executor, Outcome, QueueOptions, Reporter, res
 from srgan_deploy.jobs.workers import InProcess, ProcessPool, machine_cap, parse_devices, worker_specs
 from srgan_deploy.memory import check_budget, memory_capacity
 from srgan_deploy.pipeline import VideoJob
-from srgan_deploy.video import CONTAINERS, EncodeOptions
+from srgan_deploy.video import CONTAINERS, EncodeOptions, with_auto_preset
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")
 
@@ -143,6 +143,8 @@ def upscale_videos(
         triton=options.triton,
     )
     choice = choose(options.backend, request)
+    model_on_cpu = choice.name != "triton" and entry_for(choice.name).device_of(choice.options) == "cpu"
+    jobs = [dataclasses.replace(job, encode=with_auto_preset(job.encode, model_on_cpu)) for job in jobs]
     if on_this_machine and options.memory_budget is not None:
         check_budget(options.memory_budget, *memory_capacity(entry_for(choice.name).device_of(choice.options)))
     if on_this_machine and workers > 1:
