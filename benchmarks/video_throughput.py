@@ -25,7 +25,7 @@ from srgan_deploy.backends.options import Request
 from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.bench import machine_info
 from srgan_deploy.pipeline import VideoJob, upscale_video
-from srgan_deploy.video import EncodeOptions, Source
+from srgan_deploy.video import EncodeOptions, Source, with_auto_preset
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--preset", default="auto", help="x264 preset; auto as the video command resolves it")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -52,6 +52,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {"inference_s": [], "inference_cpu_s": [], "pipeline_s": [], "pipeline_cpu_s": []}
     with backend:
         device = backend.device_label
+        options = with_auto_preset(options, model_on_cpu=device.startswith("cpu"))
         backend.upscale(frames[0][None])  # warm-up (engine build / caches)
         for _ in range(args.rounds):
             cpu0, t0 = time.process_time(), time.perf_counter()
@@ -82,7 +83,7 @@ def main() -> None:
         "input": list(np.asarray(frames[0]).shape[:2]),
         "backend": choice.name,
         "device": device,
-        "encoder": f"libx264 preset {args.preset} crf 18",
+        "encoder": f"libx264 preset {options.preset} crf 18",
         "inference_fps": inference_fps,
         "pipeline_fps": pipeline_fps,
         "pipeline_vs_inference": pipeline_fps / inference_fps,

@@ -44,7 +44,7 @@ PER_CHANNEL = {
 }
 MARGIN = 1.15
 # The budget covers the model's working set. The process needs about 1 GB more (libraries, weights, the
-# input and output frames), so a 2 GiB default keeps a whole run near 3 GB (measured, README).
+# input and output frames), so a 2 GiB default keeps a whole run near 3 GB (measured, docs/performance.md).
 DEFAULT_CAP = 2 * 2**30
 MAX_TILE_BATCH = 8
 TILE_STEP = 16  # tile edges are multiples of this (friendlier to convolution kernels)

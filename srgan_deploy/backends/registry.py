@@ -7,7 +7,7 @@ precision) explicitly and saying what it chose; ``create`` pairs those options w
 model source. ``info``, ``bench`` and the job executors only read entries. Adding a backend is its module
 plus one entry in ``ENTRIES`` (and a rung in ``choose``'s ladder only if ``auto`` should ever pick it).
 
-Order of preference for ``auto``, fastest first (measured, see README): on a GPU,
+Order of preference for ``auto``, fastest first (measured, see docs/backends.md and docs/performance.md): on a GPU,
 tensorrt-rtx on GeForce/RTX cards, else tensorrt, then onnxruntime on CUDA, then torch on
 CUDA; on a CPU, openvino (1.1-1.2x onnxruntime in fp32, about 2x in bf16), then onnxruntime
 (1.1-1.6x torch at video sizes), then torch.

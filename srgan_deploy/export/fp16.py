@@ -214,7 +214,7 @@ class Fp16Report:
 
 
 # The TensorRT FP16 parity check requires PSNR(torch fp32, engine) >= this. Set from
-# measure_fp16() on the shipped model (see README "FP16 numerics budget"): the
+# measure_fp16() on the shipped model (see docs/performance.md "FP16 numerics budget"): the
 # measured minimum minus a margin for TensorRT's own kernel choices.
 FP16_BUDGET_DB = 40.0
 
