@@ -32,7 +32,7 @@ from srgan_deploy.backends.registry import availability, backend_for
 from srgan_deploy.bench import machine_info
 from srgan_deploy.errors import ConfigError, InputFileError, SrganDeployError
 from srgan_deploy.flicker import FlickerMeter
-from srgan_deploy.video import Source
+from srgan_deploy.video import Decoder
 
 RESULTS = Path(__file__).parent / "results"
 CLIPS = (Path("../shared/data/video/bbb_5s_180p.mp4"), Path("samples/bbb_2s_180p.mp4"))
@@ -69,9 +69,9 @@ def measure(
             choices[name] = f"{choice.name} ({choice.reason})"
         meter = FlickerMeter()
         seconds = dict.fromkeys(streams, 0.0)
-        source = Source(clip, max_frames=max_frames)
+        decoder = Decoder(clip, max_frames=max_frames)
         try:
-            for index, frame in enumerate(source.frames(lambda packet: None, print)):
+            for index, frame in enumerate(decoder.frames(lambda packet: None, print)):
                 upscaled = {}
                 for name, engine in streams.items():
                     t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def measure(
                 meter.add(frame.rgb, upscaled)
                 lr_size = [frame.rgb.shape[1], frame.rgb.shape[0]]
         finally:
-            source.close()
+            decoder.close()
     finally:
         for engine in streams.values():
             engine.close()

@@ -29,11 +29,11 @@ CLIP = Path(__file__).resolve().parents[1] / "samples" / "bbb_2s_180p.mp4"
 
 
 def clip_frames(count: int = 4) -> dict[str, np.ndarray]:
-    from srgan_deploy.video import Source
+    from srgan_deploy.video import Decoder
 
-    source = Source(CLIP, max_frames=48)
-    frames = [f.rgb for f in source.frames(lambda p: None, print)]
-    source.close()
+    decoder = Decoder(CLIP, max_frames=48)
+    frames = [f.rgb for f in decoder.frames(lambda p: None, print)]
+    decoder.close()
     picks = np.linspace(0, len(frames) - 1, count).astype(int)
     return {f"bbb-frame-{i}": frames[i] for i in picks}
 

@@ -35,13 +35,13 @@ from srgan_deploy.backends.options import Request
 from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.bench import machine_info
 from srgan_deploy.dedup import DEFAULT_RULE
+from srgan_deploy.jobs.coordinator import QueueOptions, run_queue
 from srgan_deploy.jobs.manifest import WorkDir
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS
-from srgan_deploy.jobs.run import QueueOptions, run_queue
 from srgan_deploy.jobs.workers import InProcess
 from srgan_deploy.metrics import psnr
-from srgan_deploy.pipeline import VideoJob, upscale_video
 from srgan_deploy.video import EncodeOptions
+from srgan_deploy.video_job import VideoJob, upscale_video
 
 RESULTS = Path(__file__).parent / "results"
 

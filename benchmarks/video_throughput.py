@@ -24,8 +24,8 @@ import numpy as np
 from srgan_deploy.backends.options import Request
 from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.bench import machine_info
-from srgan_deploy.pipeline import VideoJob, upscale_video
-from srgan_deploy.video import EncodeOptions, Source, with_auto_preset
+from srgan_deploy.video import Decoder, EncodeOptions, with_auto_preset
+from srgan_deploy.video_job import VideoJob, upscale_video
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -43,9 +43,9 @@ def main() -> None:
     args = parser.parse_args()
 
     cpu0 = time.process_time()
-    source = Source(args.clip, max_frames=args.frames)
-    frames = [f.rgb for f in source.frames(lambda p: None, print)]
-    source.close()
+    decoder = Decoder(args.clip, max_frames=args.frames)
+    frames = [f.rgb for f in decoder.frames(lambda p: None, print)]
+    decoder.close()
     decode_cpu = time.process_time() - cpu0
     backend, choice = backend_for(args.backend, Request(precision=args.precision), args.weights)
     options = EncodeOptions(preset=args.preset)

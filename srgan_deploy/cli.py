@@ -347,7 +347,7 @@ def upscale(
     exit code 2 if any failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from srgan_deploy.upscale import plan_jobs, upscale_files
+    from srgan_deploy.image_jobs import plan_jobs, upscale_files
 
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     jobs = plan_jobs(inputs, out_dir, overwrite=overwrite, suffix=suffix)
@@ -523,7 +523,7 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from srgan_deploy.artifacts import ShapeProfile, parse_shape
-    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.export.command import ExportRequest, run_export
     from srgan_deploy.export.tensorrt import parse_targets
 
     if static_shape:
@@ -784,7 +784,7 @@ def _video_paths(paths: list[Path], out_dir: Path | None, options: VideoJobOptio
     """IN OUT (checked whole before any work), or any number of inputs and folders with -o FOLDER."""
     from srgan_deploy.errors import ConfigError, OutputError
     from srgan_deploy.jobs import outputs_in_folder
-    from srgan_deploy.pipeline import check_paths
+    from srgan_deploy.video_job import check_paths
 
     if out_dir is None:
         if len(paths) != 2:

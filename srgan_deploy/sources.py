@@ -23,6 +23,7 @@ import numpy as np
 
 from srgan_deploy.artifacts import EngineArtifact, OnnxModel, ShapeProfile, is_ours, read_onnx_metadata
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError, InputFileError, ModelError
+from srgan_deploy.notices import Notify, say_on_stderr
 from srgan_deploy.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ class EnginePlan:
 
 
 ModelSource = Weights | OnnxFile | EnginePlan
-Notify = Callable[[str], None]
 # PyTorch checkpoints of other architectures: never unpickled here (see model_source)
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 ONNX_BACKENDS = "onnxruntime, openvino, tensorrt or tensorrt-rtx"
@@ -107,13 +107,7 @@ def describe(source: ModelSource) -> str:
     return str(source.path)
 
 
-def _stderr(message: str) -> None:
-    import sys
-
-    print(f"srgan-deploy: {message}", file=sys.stderr)
-
-
-def resolve_onnx(path: Path, cache_dir: Path | None = None, notify: Notify = _stderr) -> OnnxModel:
+def resolve_onnx(path: Path, cache_dir: Path | None = None, notify: Notify = say_on_stderr) -> OnnxModel:
     """The graph the runtime runs for an ONNX file: ours as it is; any other super-resolution network
     inspected, wrapped into the uint8 boundary and verified once, then taken from the cache."""
     from srgan_deploy.cache import cache_dir as default_cache
@@ -122,7 +116,7 @@ def resolve_onnx(path: Path, cache_dir: Path | None = None, notify: Notify = _st
     return resolve(path, default_cache(cache_dir), notify)
 
 
-def model_spec(source: ModelSource, cache_dir: Path | None = None, notify: Notify = _stderr) -> ModelSpec:
+def model_spec(source: ModelSource, cache_dir: Path | None = None, notify: Notify = say_on_stderr) -> ModelSpec:
     """What every stage reads about the model, from whatever the user named."""
     if isinstance(source, Weights):
         from srgan_deploy.weights import read_info
@@ -135,7 +129,7 @@ def model_spec(source: ModelSource, cache_dir: Path | None = None, notify: Notif
 
 
 def reference_runner(
-    source: ModelSource, cache_dir: Path | None = None, notify: Notify = _stderr
+    source: ModelSource, cache_dir: Path | None = None, notify: Notify = say_on_stderr
 ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """(uint8 frames -> uint8 frames, its name): what parity is measured against. For weights, PyTorch fp32
     (the model as trained); for a foreign ONNX, the original graph on onnxruntime fp32 (the network as its
@@ -163,7 +157,7 @@ GeneratorLoader = Callable[[], "tuple[Generator, WeightsInfo]"]
 
 
 def onnx_loader(
-    source: ModelSource, cache_dir: Path, who: str, fp16_core: bool = False, notify: Notify = _stderr
+    source: ModelSource, cache_dir: Path, who: str, fp16_core: bool = False, notify: Notify = say_on_stderr
 ) -> OnnxLoader:
     """The uint8-I/O ONNX graph: the file given (a foreign one wrapped on first use), or exported from the
     weights into the cache on first use; with ``fp16_core``, its fp16-core version (for onnxruntime's

@@ -313,8 +313,8 @@ class DecodeStats:
     side_packets: int = 0
 
 
-class Source:
-    """Demuxes one input: decoded video frames out, audio/subtitle packets to ``on_side_packet``."""
+class Decoder:
+    """Demuxes and decodes one input: RGB video frames out, audio/subtitle packets to ``on_side_packet``."""
 
     def __init__(
         self,
@@ -504,37 +504,37 @@ _SAID: set[str] = set()
 
 
 def _warn_once(warn: Callable[[str], None], message: str) -> None:
-    """Once per process: every segment of a job opens its own Sink."""
+    """Once per process: every segment of a job opens its own Encoder."""
     if message not in _SAID:
         _SAID.add(message)
         warn(message)
 
 
-class Sink:
-    """Writes the upscaled video (and copied side streams) into ``path`` (normally a temp file)."""
+class Encoder:
+    """Encodes the upscaled frames (and copies the side streams) into ``path`` (normally a temp file)."""
 
     def __init__(
         self,
         path: Path,
         fmt: str,
-        source: Source,
+        decoder: Decoder,
         width: int,
         height: int,
         options: EncodeOptions,
         warn: Callable[[str], None],
     ) -> None:
-        """Side streams are copied when ``source`` reads them (a segment's Source does not)."""
+        """Side streams are copied when ``decoder`` reads them (a segment's Decoder does not)."""
         import av
 
         self.path = path
-        self.source = source
+        self.decoder = decoder
         self.warn = warn
         self.container = av.open(str(path), mode="w", format=fmt)
         codec = options.resolved_codec(fmt, warn)
         if codec.endswith("_nvenc") and not encoder_opens(codec, width, height, options.pix_fmt):
             warn(f"{codec} cannot start here (no NVIDIA GPU/driver for NVENC); falling back to libx264")
             codec = "libx264"
-        info = source.info
+        info = decoder.info
         stream = self.container.add_stream(codec, rate=info.rate or Fraction(25))
         if not isinstance(stream, av.VideoStream):
             raise ConfigError(f"'{codec}' is not a video encoder")
@@ -555,16 +555,16 @@ class Sink:
         cc.time_base = info.time_base
         settings: dict[str, object] = {**encoder_settings(codec, options)}
         self.stream.options = settings
-        self.matrix = source.matrix
+        self.matrix = decoder.matrix
         self.color_range = info.color["range"] if info.color["range"] in (1, 2) else 1
         cc.color_range = self.color_range
-        cc.colorspace = source.matrix_tag
+        cc.colorspace = decoder.matrix_tag
         cc.color_primaries = (
-            info.color["primaries"] if info.color["primaries"] != 2 else (1 if source.matrix_tag == 1 else 6)
+            info.color["primaries"] if info.color["primaries"] != 2 else (1 if decoder.matrix_tag == 1 else 6)
         )
-        cc.color_trc = info.color["trc"] if info.color["trc"] != 2 else (1 if source.matrix_tag == 1 else 6)
+        cc.color_trc = info.color["trc"] if info.color["trc"] != 2 else (1 if decoder.matrix_tag == 1 else 6)
         self.rotation = 0.0
-        self.side = SideStreams(self.container, fmt, source, warn)
+        self.side = SideStreams(self.container, fmt, decoder, warn)
         self.codec = codec
         self.frames = 0
 
@@ -587,7 +587,7 @@ class Sink:
             dst_color_range=self.color_range,
         )
         frame.pts = pts
-        frame.time_base = self.source.info.time_base
+        frame.time_base = self.decoder.info.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1
@@ -608,17 +608,17 @@ class Sink:
 
 
 class SideStreams:
-    """The audio and subtitle tracks of ``source`` in an output container: copied packet for packet, or
+    """The audio and subtitle tracks of ``decoder`` in an output container: copied packet for packet, or
     re-encoded (audio) / dropped (subtitles) where the container cannot hold the codec, with a warning.
 
     Shared by the single-pass writer and the segment join, so both keep the same tracks the same way."""
 
-    def __init__(self, container: Any, fmt: str, source: Source, warn: Callable[[str], None]) -> None:
+    def __init__(self, container: Any, fmt: str, decoder: Decoder, warn: Callable[[str], None]) -> None:
         self.container = container
-        self.source = source
+        self.decoder = decoder
         self.copied: dict[int, Any] = {}
         self.transcoders: dict[int, AudioTranscoder] = {}
-        for stream in source.side_streams:
+        for stream in decoder.side_streams:
             name = stream.codec_context.name
             allowed = (AUDIO_OK if stream.type == "audio" else SUBTITLE_OK).get(fmt)
             if allowed is not None and name not in allowed:
@@ -639,7 +639,7 @@ class SideStreams:
         out = self.copied.get(packet.stream.index)
         if out is None:
             return
-        offset = self.source.start_offset(packet.stream)
+        offset = self.decoder.start_offset(packet.stream)
         if packet.pts is not None:
             packet.pts -= offset
         if packet.dts is not None:

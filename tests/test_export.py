@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from srgan_deploy.artifacts import ShapeProfile, parse_shape, read_onnx_metadata
 from srgan_deploy.cli import app
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, OutputError, WeightsError
+from srgan_deploy.export.command import ExportRequest, run_export
 from srgan_deploy.export.fp16 import FP16_BUDGET_DB, convert_core_to_fp16, measure_fp16, stress_images
 from srgan_deploy.export.onnx import export_onnx
-from srgan_deploy.export.run import ExportRequest, run_export
 from srgan_deploy.export.tensorrt import EnginePaths, EngineSpec, cache_status, parse_targets, write_engine
 from srgan_deploy.export.triton import config_text, parse_pbtxt
 from srgan_deploy.export.verify import torch_reference, verify_onnx

@@ -99,7 +99,7 @@ def test_two_slots_overlap_transfers(tmp_path: Path) -> None:
 @needs_trt
 def test_tensorrt_engine_matches_torch(tiny_weights: Path, tmp_path: Path) -> None:
     from srgan_deploy.artifacts import ShapeProfile
-    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.export.command import ExportRequest, run_export
 
     profile = ShapeProfile((1, 16, 16), (1, 64, 64), (2, 128, 128))
     report = run_export(

@@ -20,14 +20,14 @@ from typer.testing import CliRunner
 from srgan_deploy.cli import app, fill_optional_values
 from srgan_deploy.dedup import DedupRule, collapse, parse_rule
 from srgan_deploy.errors import ConfigError, OutputError, OutputExistsError
+from srgan_deploy.jobs.coordinator import QueueOptions, Reporter, run_queue
 from srgan_deploy.jobs.events import Done
 from srgan_deploy.jobs.index import InputIndex, index_input
 from srgan_deploy.jobs.manifest import WorkDir, work_dir_for
 from srgan_deploy.jobs.plan import plan_segments
-from srgan_deploy.jobs.run import QueueOptions, Reporter, run_queue
 from srgan_deploy.jobs.workers import InProcess
-from srgan_deploy.pipeline import VideoJob
 from srgan_deploy.video import DecodedFrame, EncodeOptions
+from srgan_deploy.video_job import VideoJob
 from tests.clips import audio_duration, make_clip, read_video
 from tests.conftest import make_backend
 
@@ -256,7 +256,7 @@ def test_changed_options_start_over_and_say_what_changed(vfr_clip: Path, tmp_pat
     work = WorkDir(out)
     job = VideoJob(vfr_clip, out, FAST)
     # leave the work of a run with another crf behind, as a kill would
-    from srgan_deploy.jobs.run import _open_input
+    from srgan_deploy.jobs.coordinator import _open_input
 
     item = _open_input(
         0, VideoJob(vfr_clip, out, EncodeOptions(crf=30, preset="ultrafast")), QueueOptions(0.2), Reporter()
@@ -523,19 +523,19 @@ def test_subtitles_and_audio_are_copied_once_across_segments(tmp_path: Path, bic
 def test_a_run_killed_while_joining_only_joins_next_time(
     vfr_clip: Path, tmp_path: Path, bicubic: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import srgan_deploy.jobs.run as run_module
+    import srgan_deploy.jobs.coordinator as coordinator
 
     out = tmp_path / "o.mp4"
-    real_join = run_module.join_segments
+    real_join = coordinator.join_segments
 
     def dies(*args: object, **kw: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "join_segments", dies)
+    monkeypatch.setattr(coordinator, "join_segments", dies)
     with pytest.raises(Exception, match="interrupted"):
         run([VideoJob(vfr_clip, out, FAST)], bicubic, seconds=0.2)
     assert not out.exists() and (work_dir_for(out) / "manifest.json").exists()
-    monkeypatch.setattr(run_module, "join_segments", real_join)
+    monkeypatch.setattr(coordinator, "join_segments", real_join)
 
     rendered: list[object] = []
 
@@ -677,9 +677,9 @@ def test_backend_notices_inside_a_job_are_events_shown_once(
 ) -> None:
     """An out-of-memory retry inside a job reaches the job's display, once, instead of the process's
     stderr (in a worker process stderr is not the display at all)."""
-    from srgan_deploy.backends.base import say_on_stderr
     from srgan_deploy.backends.bicubic import BicubicBackend
     from srgan_deploy.backends.options import BicubicOptions
+    from srgan_deploy.notices import say_on_stderr
 
     class Tight(BicubicBackend):
         def _infer(self, frames: np.ndarray) -> np.ndarray:
@@ -1042,8 +1042,8 @@ def test_preset_auto_is_veryfast_when_the_model_shares_the_cpu(vfr_clip: Path, t
     """--preset auto (the CLI default): the encoder takes its cycles from a CPU model, so it runs veryfast
     (subme=2); an explicit preset is kept; outside a job (no backend known) auto means medium (subme=7)."""
     from srgan_deploy.jobs import VideoJobOptions, upscale_videos
-    from srgan_deploy.pipeline import upscale_video
     from srgan_deploy.video import with_auto_preset
+    from srgan_deploy.video_job import upscale_video
 
     auto = EncodeOptions(preset="auto")
     assert with_auto_preset(auto, model_on_cpu=True).preset == "veryfast"

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 import srgan_deploy.backends.registry as registry
-from srgan_deploy.backends.base import Backend, say_on_stderr
+from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.options import Request, TensorRTOptions, TorchOptions
 from srgan_deploy.backends.registry import BackendEntry, Choice, choose, create, entry_for
 from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import ConfigError, UnknownBackendError
 from srgan_deploy.memory import bytes_per_pixel
+from srgan_deploy.notices import say_on_stderr
 from srgan_deploy.sources import Weights
 
 

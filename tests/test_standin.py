@@ -473,7 +473,7 @@ def test_export_verifies_its_plan_on_the_registrys_backend_and_plan_loader(
     """The written plan runs the way ``upscale -w PLAN`` runs it: the backend ``registry.create`` makes, on
     the loader a plan file gets; no backend of the export command's own (fp32: the exact-parity branch)."""
     import srgan_deploy.backends.registry as registry
-    from srgan_deploy.export.run import ExportRequest, run_export
+    from srgan_deploy.export.command import ExportRequest, run_export
     from srgan_deploy.sources import EnginePlan
 
     made: list[tuple[str, Any, str]] = []

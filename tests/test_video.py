@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from srgan_deploy.cli import app
 from srgan_deploy.errors import InputFileError, OutputExistsError, VideoError
 from srgan_deploy.metrics import psnr
-from srgan_deploy.pipeline import VideoJob, upscale_video
 from srgan_deploy.video import EncodeOptions
+from srgan_deploy.video_job import VideoJob, upscale_video
 from tests.clips import audio_duration, make_clip, read_video
 from tests.conftest import make_backend
 
@@ -91,7 +91,7 @@ def test_segment_side_by_side_and_max_frames(clip: Path, tmp_path: Path, model: 
 
 
 def test_side_by_side_halves_are_labelled() -> None:
-    from srgan_deploy.pipeline import burn_label
+    from srgan_deploy.video_job import burn_label
 
     frame = np.full((96, 128, 3), 200, np.uint8)
     left, right = burn_label(frame.copy(), "bicubic"), burn_label(frame.copy(), "srgan-x4-lite (openvino)")

@@ -27,9 +27,9 @@ from srgan_deploy.backends.registry import backend_for
 from srgan_deploy.errors import ConfigError, InputFileError, SrganDeployError
 from srgan_deploy.images import read_image, to_rgb
 from srgan_deploy.metrics import mod_crop, y_psnr_ssim
-from srgan_deploy.pipeline import burn_label
 from srgan_deploy.resize import imresize
 from srgan_deploy.texture import texture_ratio
+from srgan_deploy.video_job import burn_label
 
 CROPS = {  # image: (top, left) of a 96x96 HR crop with texture and edges
     "baboon": (40, 300),

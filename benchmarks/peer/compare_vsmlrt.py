@@ -68,11 +68,11 @@ class Worker:
 def clip_frames(height: int, width: int, count: int | None) -> np.ndarray:
     import cv2
 
-    from srgan_deploy.video import Source
+    from srgan_deploy.video import Decoder
 
-    source = Source(CLIP, max_frames=count)
-    frames = [f.rgb for f in source.frames(lambda p: None, print)]
-    source.close()
+    decoder = Decoder(CLIP, max_frames=count)
+    frames = [f.rgb for f in decoder.frames(lambda p: None, print)]
+    decoder.close()
     if frames[0].shape[:2] != (height, width):
         frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
     return np.ascontiguousarray(np.stack(frames))
@@ -215,8 +215,8 @@ def cpu_flags() -> list[str]:
 
 def video_rounds(args: argparse.Namespace, onnx: Path, tmp: Path) -> dict[str, Any]:
     """Whole clip, bf16 both sides: our video command's pipeline vs decode -> vs-mlrt -> encode."""
-    from srgan_deploy.pipeline import VideoJob, upscale_video
     from srgan_deploy.video import EncodeOptions
+    from srgan_deploy.video_job import VideoJob, upscale_video
 
     if args.video_rounds < 1:
         return {}

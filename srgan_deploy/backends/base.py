@@ -11,7 +11,6 @@ closed backend holds no engine, session or buffer (a test compares ``vars()`` be
 from __future__ import annotations
 
 import functools
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -21,17 +20,12 @@ import numpy as np
 
 from srgan_deploy.errors import BackendStateError, ShapeError
 from srgan_deploy.memory import MAX_TILE_BATCH, MemoryPlan, bytes_per_pixel, default_budget, plan
+from srgan_deploy.notices import Notify, say_on_stderr
 from srgan_deploy.spec import ModelSpec
 
 O = TypeVar("O")  # noqa: E741 - the options dataclass of a backend
 
-Notify = Callable[[str], None]
 MemoryCost = Callable[[str, ModelSpec], float]  # (precision, model) -> bytes per LR input pixel
-
-
-def say_on_stderr(message: str) -> None:
-    """Where a backend's notices go when nobody routes them (outside a job, outside the CLI)."""
-    print(f"srgan-deploy: {message}", file=sys.stderr)
 
 
 def measured_cost(backend: str) -> MemoryCost:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from srgan_deploy.backends.base import Backend, MemoryCost, Notify, measured_cost, say_on_stderr
+from srgan_deploy.backends.base import Backend, MemoryCost, measured_cost
 from srgan_deploy.backends.options import (
     BackendOptions,
     BicubicOptions,
@@ -35,6 +35,7 @@ from srgan_deploy.backends.options import (
 )
 from srgan_deploy.cache import cache_dir
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, UnknownBackendError
+from srgan_deploy.notices import Notify, say_on_stderr
 from srgan_deploy.sources import ModelSource, model_source
 
 DeviceRule = Literal["cpu", "cuda", "either"]

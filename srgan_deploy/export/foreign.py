@@ -19,7 +19,7 @@ graph cached under the cache dir, keyed by the file's sha256:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +28,7 @@ import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel, is_ours
 from srgan_deploy.errors import ExportError, ModelError, ParityError
+from srgan_deploy.notices import Notify
 from srgan_deploy.spec import ACTIVATIONS_PER_WIDTH, SCALES, ModelSpec
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from srgan_deploy.export.verify import Parity
 
-Notify = Callable[[str], None]
 SCALE_PROBE = 64  # input edge of the scale probe: a multiple of every size multiple tried
 MULTIPLES = (1, 2, 4, 8, 16, 32)
 IMPULSE_PROBE = 128

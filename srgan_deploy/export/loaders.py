@@ -3,7 +3,7 @@ another loader yields, named for what goes in and what comes out, so a compositi
 ``EngineFromOnnx(onnx, ...)`` is an ``OnnxModel`` loader in, an ``EngineArtifact`` out.
 
 They are the bottom of the chain. Two callers compose them: the runtime (``srgan_deploy.sources``, an engine
-built on first use) and the export command (``export.run``, an engine written to -o). Both get an engine from
+built on first use) and the export command (``export.command``, an engine written to -o). Both get an engine from
 the same one call, so a cached engine, a rebuild and its reason, the lock that lets one of N processes build
 are the same wherever the engine is asked for. What differs is only what the caller hands in: the profile
 rule, the build options, the file name. The loaders import neither caller nor any backend, so no import

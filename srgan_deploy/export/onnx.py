@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from srgan_deploy.artifacts import read_onnx_metadata
 from srgan_deploy.errors import ConfigError, ExportError, OutputError
+from srgan_deploy.notices import say_on_stderr
 from srgan_deploy.weights import WeightsInfo, file_sha256, load_generator
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def cached_onnx(
         problem = _cached_problem(path, info.sha256)
         if problem is None:
             return path
-        (notify or _warn)(f"re-exporting the cached ONNX {path.name}: {problem}")
+        (notify or say_on_stderr)(f"re-exporting the cached ONNX {path.name}: {problem}")
         path.unlink(missing_ok=True)
     export_onnx(info.path, path, io=io)
     return path
@@ -176,9 +177,3 @@ def _cached_problem(path: Path, weights_sha256: str) -> str | None:
     if meta.get("srgan_deploy.graph_version") != str(GRAPH_VERSION):
         return "it was exported by another version"
     return None
-
-
-def _warn(message: str) -> None:
-    import sys
-
-    print(f"srgan-deploy: {message}", file=sys.stderr)

@@ -33,6 +33,7 @@ from srgan_deploy.config import ModelConfig
 from srgan_deploy.errors import BackendUnavailableError, ConfigError, EngineError
 from srgan_deploy.files import atomic_write_bytes, atomic_write_text, file_lock
 from srgan_deploy.gpu.trt_runtime import RTX_TARGETS, import_flavour_module, make_logger, sm_name
+from srgan_deploy.notices import Notify
 from srgan_deploy.spec import ModelSpec
 from srgan_deploy.weights import file_sha256
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     import tensorrt_rtx_bindings as rtx
 
 PRECISIONS = ("fp16", "fp32")
-Notify = Callable[[str], None]
 
 
 def parse_targets(text: str | None) -> tuple[str, ...]:

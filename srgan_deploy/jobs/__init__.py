@@ -5,7 +5,7 @@ resumes where it stopped and segments can be rendered by local worker processes 
 ``upscale_videos`` is the one call that runs a job the way ``srgan-deploy video`` does.
 """
 
-from srgan_deploy.jobs.run import Outcome, Reporter
+from srgan_deploy.jobs.coordinator import Outcome, Reporter
 from srgan_deploy.jobs.videos import VideoJobOptions, VideoJobResult, outputs_in_folder, upscale_videos
 
 __all__ = ["Outcome", "Reporter", "VideoJobOptions", "VideoJobResult", "outputs_in_folder", "upscale_videos"]

@@ -21,8 +21,8 @@ from typing import Any
 from srgan_deploy.errors import OutputError, VideoError
 from srgan_deploy.files import fsync_dir
 from srgan_deploy.jobs.plan import Plan
-from srgan_deploy.pipeline import VideoJob
-from srgan_deploy.video import SideStreams, Source, container_format
+from srgan_deploy.video import Decoder, SideStreams, container_format
+from srgan_deploy.video_job import VideoJob
 
 
 def _video_packets(segments: list[tuple[Path, Fraction]], out_stream: Any) -> Iterator[tuple[float, bool, Any]]:
@@ -70,7 +70,7 @@ def join_segments(
     if not files:
         raise VideoError(f"no video frames could be decoded from {job.source} (in the requested range)")
     tmp = job.target.with_name(f".{job.target.stem}.joining-{os.getpid()}{job.target.suffix}")
-    source = Source(job.source, job.start, job.duration, job.max_frames)
+    decoder = Decoder(job.source, job.start, job.duration, job.max_frames)
     frames = 0
     try:
         with av.open(str(tmp), mode="w", format=fmt) as out, av.open(str(files[0][0]), mode="r") as first:
@@ -79,8 +79,8 @@ def join_segments(
             video = out.add_stream_from_template(template)
             if rotation:
                 video.set_display_rotation(rotation)  # type: ignore[attr-defined]
-            side = SideStreams(out, fmt, source, warn)
-            sides = ((t, False, packet) for t, packet in source.side_packets(plan.end_seconds))
+            side = SideStreams(out, fmt, decoder, warn)
+            sides = ((t, False, packet) for t, packet in decoder.side_packets(plan.end_seconds))
             merged = heapq.merge(_video_packets(files, video), sides, key=lambda item: item[0])
             for _, is_video, packet in merged:
                 if is_video:
@@ -102,6 +102,6 @@ def join_segments(
             ) from exc
         raise VideoError(f"FFmpeg failed while joining {job.target.name}: {reason}; no output written") from exc
     finally:
-        source.close()
+        decoder.close()
         tmp.unlink(missing_ok=True)
     return frames, size[0], size[1]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from srgan_deploy.errors import ConfigError, VideoError
 from srgan_deploy.jobs.index import InputIndex
-from srgan_deploy.pipeline import MAX_SECONDS
 from srgan_deploy.video import PtsWindow
+from srgan_deploy.video_job import MAX_SECONDS
 
 DEFAULT_SEGMENT_SECONDS = 4.0
 

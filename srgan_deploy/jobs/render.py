@@ -20,8 +20,8 @@ from srgan_deploy.backends.base import Backend
 from srgan_deploy.errors import OutputError, VideoError
 from srgan_deploy.jobs.manifest import file_sha256, segment_name
 from srgan_deploy.jobs.plan import Segment
-from srgan_deploy.pipeline import VideoJob, output_size, run_frames
-from srgan_deploy.video import Sink, Source
+from srgan_deploy.video import Decoder, Encoder
+from srgan_deploy.video_job import VideoJob, output_size, run_frames
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,15 @@ def render_segment(
     t0 = time.perf_counter()
     final = task.work_dir / segment_name(segment.index)
     tmp = task.work_dir / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{final.suffix}"
-    source = Source(job.source, job.start, job.duration, job.max_frames, window=segment.window, side_streams=False)
-    sink: Sink | None = None
+    decoder = Decoder(job.source, job.start, job.duration, job.max_frames, window=segment.window, side_streams=False)
+    encoder: Encoder | None = None
     try:
-        width, height = output_size(job, source, backend.scale)
-        sink = Sink(tmp, "mp4", source, width, height, job.encode, warn)
-        stats = run_frames(job, source, sink, backend, on_progress, warn)
-        sink.finish()
-        codec = sink.codec
-        sink = None
+        width, height = output_size(job, decoder, backend.scale)
+        encoder = Encoder(tmp, "mp4", decoder, width, height, job.encode, warn)
+        stats = run_frames(job, decoder, encoder, backend, on_progress, warn)
+        encoder.finish()
+        codec = encoder.codec
+        encoder = None
         if stats.written == 0:  # the muxer wrote nothing (not even a header): record an empty segment
             tmp.unlink(missing_ok=True)
             tmp.write_bytes(b"")
@@ -90,9 +90,9 @@ def render_segment(
             raise _unwritable(task, exc) from exc
         raise
     finally:
-        if sink is not None:
-            sink.abort()
-        source.close()
+        if encoder is not None:
+            encoder.abort()
+        decoder.close()
         tmp.unlink(missing_ok=True)
     return SegmentResult(
         index=segment.index,
@@ -101,11 +101,11 @@ def render_segment(
         sha256=file_sha256(final),
         frames=stats.written,
         duplicates=stats.duplicates,
-        rotation=source.info.rotation,
-        bad_packets=source.stats.bad_packets,
+        rotation=decoder.info.rotation,
+        bad_packets=decoder.stats.bad_packets,
         seconds=round(time.perf_counter() - t0, 3),
         codec=codec,
-        first_time=str(stats.first_pts * source.info.time_base) if stats.first_pts is not None else None,
+        first_time=str(stats.first_pts * decoder.info.time_base) if stats.first_pts is not None else None,
     )
 
 

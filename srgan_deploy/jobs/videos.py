@@ -18,13 +18,13 @@ from pathlib import Path
 from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.dedup import DedupRule
 from srgan_deploy.errors import ConfigError, InputFileError, OutputError, OutputExistsError
+from srgan_deploy.jobs.coordinator import Executor, Outcome, QueueOptions, Reporter, resolve_codec, run_queue
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, check_segment_seconds
 from srgan_deploy.jobs.ray_pool import DEFAULT_TIMEOUT, LOCAL, check_timeout, ray_address
-from srgan_deploy.jobs.run import Executor, Outcome, QueueOptions, Reporter, resolve_codec, run_queue
 from srgan_deploy.jobs.workers import InProcess, ProcessPool, machine_cap, parse_devices, worker_specs
 from srgan_deploy.memory import check_budget, memory_capacity
-from srgan_deploy.pipeline import VideoJob
 from srgan_deploy.video import CONTAINERS, EncodeOptions, with_auto_preset
+from srgan_deploy.video_job import VideoJob
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")
 

@@ -349,88 +349,113 @@ class ProcessPool:
         self.respec = respec
 
     def run(self, tasks: Iterable[SegmentTask], on_event: OnEvent, should_run: ShouldRun) -> None:
-        import multiprocessing as mp
-        from multiprocessing.connection import wait
-
         pending: deque[SegmentTask] = deque(tasks)
         if not pending:
             return
         self.specs = fit_to_work(self.specs, len(pending), self.respec, "worker process(es)", on_event)
-        ctx = mp.get_context("spawn")
         specs = with_built_engines(self.specs, lambda m: on_event(Note(m, warning=False)))
-        retries = Retries(pending, on_event)
-        workers: dict[int, _Worker] = {}
-        open_errors: list[str] = []
-        counter = {"next": 0, "restarts": 0}
+        _PoolRun(specs, len(self.specs), pending, on_event, should_run).run()
 
-        def start() -> None:
-            wid = counter["next"]
-            counter["next"] += 1
-            task_r, task_w = ctx.Pipe(duplex=False)
-            event_r, event_w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=worker_main,
-                args=(wid, specs[wid % len(specs)], task_r, event_w, os.getpid()),
-                name=f"srgan-worker-{wid}",
-                daemon=True,
-            )
-            proc.start()
-            task_r.close()  # the child holds its ends; ours are the other two
-            event_w.close()
-            workers[wid] = _Worker(wid, proc, task_w, event_r)
 
-        def reap(worker: _Worker, why: str) -> None:
-            if workers.pop(worker.wid, None) is None:
+class _PoolRun:
+    """One ``ProcessPool.run``: the live workers, the queue they take tasks from, and the rule for
+    replacing a worker that died (its task goes back through ``Retries``; once a worker could not open
+    its backend, none is replaced: the next would fail the same way)."""
+
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        size: int,
+        pending: deque[SegmentTask],
+        on_event: OnEvent,
+        should_run: ShouldRun,
+    ) -> None:
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.specs = specs
+        self.size = size  # workers started at first; restarts are capped at MAX_ATTEMPTS per worker
+        self.pending = pending
+        self.on_event = on_event
+        self.should_run = should_run
+        self.retries = Retries(pending, on_event)
+        self.workers: dict[int, _Worker] = {}
+        self.open_errors: list[str] = []
+        self.next_wid = 0
+        self.restarts = 0
+
+    def start(self) -> None:
+        wid = self.next_wid
+        self.next_wid += 1
+        task_r, task_w = self.ctx.Pipe(duplex=False)
+        event_r, event_w = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(
+            target=worker_main,
+            args=(wid, self.specs[wid % len(self.specs)], task_r, event_w, os.getpid()),
+            name=f"srgan-worker-{wid}",
+            daemon=True,
+        )
+        proc.start()
+        task_r.close()  # the child holds its ends; ours are the other two
+        event_w.close()
+        self.workers[wid] = _Worker(wid, proc, task_w, event_r)
+
+    def reap(self, worker: _Worker, why: str) -> None:
+        if self.workers.pop(worker.wid, None) is None:
+            return
+        worker.proc.join(timeout=5)
+        if worker.task is not None:
+            self.retries.again(worker.task, why)
+        for conn in (worker.tasks, worker.events):
+            conn.close()
+        if self.pending and self.restarts < MAX_ATTEMPTS * self.size and len(self.open_errors) == 0:
+            self.restarts += 1
+            self.start()
+
+    def dispatch(self, worker: _Worker) -> None:
+        worker.task = None
+        while self.pending:
+            task = self.pending.popleft()
+            if self.should_run(task):
+                worker.task = task
+                try:
+                    worker.tasks.send(task)
+                except OSError:
+                    self.reap(worker, f"worker {worker.wid} stopped taking work")
                 return
-            worker.proc.join(timeout=5)
-            if worker.task is not None:
-                retries.again(worker.task, why)
-            for conn in (worker.tasks, worker.events):
-                conn.close()
-            if pending and counter["restarts"] < MAX_ATTEMPTS * len(self.specs) and len(open_errors) == 0:
-                counter["restarts"] += 1
-                start()
 
-        def dispatch(worker: _Worker) -> None:
-            worker.task = None
-            while pending:
-                task = pending.popleft()
-                if should_run(task):
-                    worker.task = task
-                    try:
-                        worker.tasks.send(task)
-                    except OSError:
-                        reap(worker, f"worker {worker.wid} stopped taking work")
-                    return
+    def handle(self, worker: _Worker, message: object) -> None:
+        if isinstance(message, RuntimeError):
+            self.open_errors.append(str(message))
+            self.reap(worker, str(message))
+        elif message == "ready":
+            worker.ready = True
+            self.dispatch(worker)
+        elif isinstance(message, Done | Failed):
+            self.on_event(message)
+            self.dispatch(worker)
+        elif isinstance(message, Progress | Note):
+            self.on_event(message)
 
-        def handle(worker: _Worker, message: object) -> None:
-            if isinstance(message, RuntimeError):
-                open_errors.append(str(message))
-                reap(worker, str(message))
-            elif message == "ready":
-                worker.ready = True
-                dispatch(worker)
-            elif isinstance(message, Done | Failed):
-                on_event(message)
-                dispatch(worker)
-            elif isinstance(message, Progress | Note):
-                on_event(message)
-
-        def receive(worker: _Worker) -> bool:
-            """One message from ``worker``; False when its pipe is closed or broken."""
-            try:
-                message = worker.events.recv()
-            except (EOFError, OSError, ValueError, TypeError, AttributeError):
-                return False
-            handle(worker, message)
-            return True
-
-        for _ in self.specs:
-            start()
+    def receive(self, worker: _Worker) -> bool:
+        """One message from ``worker``; False when its pipe is closed or broken."""
         try:
-            while pending or any(w.task is not None for w in workers.values()):
+            message = worker.events.recv()
+        except (EOFError, OSError, ValueError, TypeError, AttributeError):
+            return False
+        self.handle(worker, message)
+        return True
+
+    def run(self) -> None:
+        from multiprocessing.connection import wait
+
+        workers = self.workers
+        for _ in range(self.size):
+            self.start()
+        try:
+            while self.pending or any(w.task is not None for w in workers.values()):
                 if not workers:
-                    raise SrganDeployError(open_errors[0] if open_errors else "every worker process exited")
+                    raise SrganDeployError(self.open_errors[0] if self.open_errors else "every worker process exited")
                 by_conn = {w.events: w for w in workers.values()}
                 by_sentinel = {w.proc.sentinel: w for w in workers.values()}
                 for ready in wait([*by_conn, *by_sentinel], timeout=0.5):
@@ -438,23 +463,27 @@ class ProcessPool:
                     if worker.wid not in workers:
                         continue
                     if ready in by_conn:
-                        if not receive(worker):
-                            reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
+                        if not self.receive(worker):
+                            self.reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
                         continue
-                    while worker.wid in workers and worker.events.poll() and receive(worker):
+                    while worker.wid in workers and worker.events.poll() and self.receive(worker):
                         pass  # what it said before it exited (its last Done, say)
-                    reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
+                    self.reap(worker, f"worker {worker.wid} exited with code {worker.proc.exitcode}")
         except BaseException:
             for worker in workers.values():  # Ctrl-C or an error: stop rendering now; the manifest keeps what is done
                 worker.proc.kill()
             raise
         finally:
-            for worker in workers.values():
-                with contextlib.suppress(Exception):
-                    worker.tasks.send(None)
-            deadline = time.monotonic() + 10
-            for worker in workers.values():
-                worker.proc.join(timeout=max(0.1, deadline - time.monotonic()))
-                if worker.proc.is_alive():
-                    worker.proc.kill()
-                    worker.proc.join()
+            self.stop()
+
+    def stop(self) -> None:
+        """Tell every live worker to stop, give them 10 s in all, then kill what is left."""
+        for worker in self.workers.values():
+            with contextlib.suppress(Exception):
+                worker.tasks.send(None)
+        deadline = time.monotonic() + 10
+        for worker in self.workers.values():
+            worker.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if worker.proc.is_alive():
+                worker.proc.kill()
+                worker.proc.join()

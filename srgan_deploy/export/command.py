@@ -16,10 +16,10 @@ from srgan_deploy.export.onnx import IO_MODES, OnnxArtifact, export_onnx
 from srgan_deploy.export.verify import Parity, check_parity, compare, torch_reference, verify_onnx
 from srgan_deploy.files import atomic_write_bytes
 from srgan_deploy.images import make_input
+from srgan_deploy.notices import Notify
 from srgan_deploy.weights import read_info
 
 FORMATS = ("onnx", "tensorrt", "tensorrt-rtx", "all")
-Notify = Callable[[str], None]
 Reference = Callable[[np.ndarray], np.ndarray]  # uint8 NHWC frames -> the upscaled frames they should give
 
 

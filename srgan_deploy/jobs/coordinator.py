@@ -22,8 +22,8 @@ from srgan_deploy.jobs.join import join_segments
 from srgan_deploy.jobs.manifest import Manifest, ManifestError, WorkDir, changes
 from srgan_deploy.jobs.plan import DEFAULT_SEGMENT_SECONDS, Plan, check_segment_seconds, plan_segments
 from srgan_deploy.jobs.render import SegmentResult, SegmentTask
-from srgan_deploy.pipeline import VideoJob, check_paths
 from srgan_deploy.video import check_encoder, container_format
+from srgan_deploy.video_job import VideoJob, check_paths
 
 
 class Executor(Protocol):
@@ -204,31 +204,113 @@ def run_queue(
 
     Whatever stops one input - our error, the system's, a bug - is that input's outcome and line; the
     others go on. A work folder outlives the run only if it holds finished segments to resume from."""
-    report = report or Reporter()
-    inputs: dict[int, _Input] = {}
-    outcomes: list[Outcome] = []
-    total = 0
-    seen: dict[str, int] = {}
+    coordinator = Coordinator(options, report or Reporter())
+    try:
+        with sigterm_as_interrupt():  # a scheduler's SIGTERM stops like Ctrl-C: finished segments are kept
+            coordinator.open_all(jobs)
+            tasks = coordinator.tasks()
+            for item in coordinator.inputs.values():  # everything was done before (killed while joining): join now
+                coordinator.join_if_complete(item)
+            coordinator.report_progress()
+            executor.run(tasks, coordinator.on_event, coordinator.should_run)
+    except KeyboardInterrupt:
+        raise coordinator.interrupted() from None
+    finally:
+        coordinator.settle()
+    return coordinator.outcomes_after_run()
 
-    def open_all() -> None:
-        nonlocal total
+
+class Coordinator:
+    """One run of the queue: its inputs, their outcomes and the one progress count. Executors report to
+    ``on_event`` (segment progress, done, failed, and notices, each said once) and ask ``should_run``."""
+
+    def __init__(self, options: QueueOptions, report: Reporter) -> None:
+        self.options = options
+        self.report = report
+        self.inputs: dict[int, _Input] = {}
+        self.outcomes: list[Outcome] = []
+        self.total = 0  # frames expected over every input that opened
+        self.said: set[str] = set()  # notices already shown (every worker says the same ones)
+
+    def open_all(self, jobs: list[VideoJob]) -> None:
+        """Check, index, plan and open (or resume) every input; one that fails is its outcome."""
+        report = self.report
         for number, job in enumerate(jobs):
             try:
                 check_paths(job)
                 job = resolve_codec(job, report.warn)
-                inputs[number] = _open_input(number, job, options, report)
-                outcomes.append(inputs[number].outcome)
+                self.inputs[number] = _open_input(number, job, self.options, report)
+                self.outcomes.append(self.inputs[number].outcome)
             except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
-                outcomes.append(Outcome(job, error=describe(exc), cause=exc))
+                self.outcomes.append(Outcome(job, error=describe(exc), cause=exc))
                 report.failed(_about(job, describe(exc)))
-        total = sum(item.plan.frames for item in inputs.values())
-        for item in inputs.values():
+        self.total = sum(item.plan.frames for item in self.inputs.values())
+        for item in self.inputs.values():
             item.done_frames = sum(int(r["frames"]) for r in item.manifest.done.values())
 
-    def done_frames() -> int:
-        return sum(item.done_frames + sum(item.rendering.values()) for item in inputs.values())
+    def tasks(self) -> list[SegmentTask]:
+        """The segments not done yet, input after input."""
+        return [
+            SegmentTask((item.number, seg.index), item.job, seg, item.work.path)
+            for item in self.inputs.values()
+            for seg in item.plan.segments
+            if seg.index not in item.manifest.done
+        ]
 
-    def finish(item: _Input) -> None:
+    def should_run(self, task: SegmentTask) -> bool:
+        """A segment of an input that has failed meanwhile is skipped."""
+        return self.inputs[task.key[0]].outcome.error is None
+
+    def done_frames(self) -> int:
+        return sum(item.done_frames + sum(item.rendering.values()) for item in self.inputs.values())
+
+    def report_progress(self) -> None:
+        self.report.progress(self.done_frames(), self.total)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Note):
+            if event.message not in self.said:
+                self.said.add(event.message)
+                (self.report.warn if event.warning else self.report.status)(event.message)
+            return
+        item = self.inputs[event.key[0]]
+        if item.started is None:
+            began = event.result.seconds if isinstance(event, Done) else 0.0
+            item.started = time.perf_counter() - began
+        if isinstance(event, Progress):
+            item.rendering[event.key[1]] = event.frames
+        elif isinstance(event, Failed):
+            item.rendering.pop(event.key[1], None)
+            self.fail(item, event.message, event.error)
+        elif isinstance(event, Done):
+            item.rendering.pop(event.key[1], None)
+            if item.outcome.error is not None or not self.record(item, event.result):
+                return
+        self.report_progress()
+
+    def record(self, item: _Input, result: SegmentResult) -> bool:
+        """A finished segment goes into the manifest, and the input's last one joins it; False when the
+        manifest could not be saved (not recorded: not done, and the input fails)."""
+        item.manifest.done[result.index] = result.to_dict()
+        item.done_frames += result.frames
+        try:
+            item.work.save(item.manifest)
+        except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
+            del item.manifest.done[result.index]
+            self.fail(item, describe(exc), exc)
+            return False
+        self.join_if_complete(item)
+        return True
+
+    def join_if_complete(self, item: _Input) -> None:
+        if len(item.manifest.done) == len(item.plan.segments):
+            try:
+                self.finish(item)
+            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
+                self.fail(item, describe(exc), exc)
+
+    def finish(self, item: _Input) -> None:
+        """Join an input whose segments are all done into its output, fill in its outcome, remove its work."""
         joining = time.perf_counter()
         records = [item.manifest.done[n] for n in range(len(item.plan.segments))]
         out = item.outcome
@@ -240,10 +322,10 @@ def run_queue(
                 + (f" ({bad} damaged packet(s) skipped)" if bad else "")
                 + " in the requested range; the file is damaged or holds no picture"
             )
-        report.status(f"joining {len(records)} segment(s) into {item.job.target.name}")
+        self.report.status(f"joining {len(records)} segment(s) into {item.job.target.name}")
         files = [(item.work.path / r["file"], r.get("first_time")) for r in records]
         rotation = float(records[0].get("rotation", 0.0))
-        out.frames, out.width, out.height = join_segments(item.job, item.plan, files, rotation, report.warn)
+        out.frames, out.width, out.height = join_segments(item.job, item.plan, files, rotation, self.report.warn)
         out.duplicates = sum(int(r["duplicates"]) for r in records)
         out.bad_packets = sum(int(r["bad_packets"]) for r in records)
         out.codec = str(records[0]["codec"])
@@ -251,80 +333,34 @@ def run_queue(
         out.seconds = time.perf_counter() - (item.started or joining)
         item.work.remove()
 
-    def join_if_complete(item: _Input) -> None:
-        if len(item.manifest.done) == len(item.plan.segments):
-            try:
-                finish(item)
-            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
-                fail(item, describe(exc), exc)
-
-    def fail(item: _Input, message: str, error: BaseException | None = None) -> None:
+    def fail(self, item: _Input, message: str, error: BaseException | None = None) -> None:
         if item.outcome.error is None:
             item.outcome.error = message
             item.outcome.cause = error
             item.work.settle(finished=bool(item.manifest.done))  # finished segments stay: a re-run resumes
-            report.failed(_about(item.job, message))
+            self.report.failed(_about(item.job, message))
 
-    def on_event(event: Event) -> None:
-        if isinstance(event, Note):
-            if event.message not in seen:
-                seen[event.message] = 1
-                (report.warn if event.warning else report.status)(event.message)
-            return
-        item = inputs[event.key[0]]
-        if item.started is None:
-            began = event.result.seconds if isinstance(event, Done) else 0.0
-            item.started = time.perf_counter() - began
-        if isinstance(event, Progress):
-            item.rendering[event.key[1]] = event.frames
-        elif isinstance(event, Failed):
-            item.rendering.pop(event.key[1], None)
-            fail(item, event.message, event.error)
-        elif isinstance(event, Done):
-            item.rendering.pop(event.key[1], None)
-            if item.outcome.error is not None:
-                return
-            result: SegmentResult = event.result
-            item.manifest.done[result.index] = result.to_dict()
-            item.done_frames += result.frames
-            try:
-                item.work.save(item.manifest)
-            except Exception as exc:  # noqa: BLE001 - this input's outcome; the others go on
-                del item.manifest.done[result.index]  # not recorded: not done
-                fail(item, describe(exc), exc)
-                return
-            join_if_complete(item)
-        report.progress(done_frames(), total)
-
-    try:
-        with sigterm_as_interrupt():  # a scheduler's SIGTERM stops like Ctrl-C: finished segments are kept
-            open_all()
-            tasks = [
-                SegmentTask((item.number, seg.index), item.job, seg, item.work.path)
-                for item in inputs.values()
-                for seg in item.plan.segments
-                if seg.index not in item.manifest.done
-            ]
-            for item in inputs.values():  # everything was done before (killed while joining): join now
-                join_if_complete(item)
-            report.progress(done_frames(), total)
-            executor.run(tasks, on_event, lambda task: inputs[task.key[0]].outcome.error is None)
-    except KeyboardInterrupt:
-        kept = sum(len(item.manifest.done) for item in inputs.values() if item.outcome.error is None)
-        planned = sum(len(item.plan.segments) for item in inputs.values())
+    def interrupted(self) -> Interrupted:
+        """What Ctrl-C (or SIGTERM) ends the run with: how much is kept for the next run."""
+        kept = sum(len(item.manifest.done) for item in self.inputs.values() if item.outcome.error is None)
+        planned = sum(len(item.plan.segments) for item in self.inputs.values())
         if not kept:
-            raise Interrupted("interrupted before any segment was finished; nothing is kept") from None
-        raise Interrupted(
+            return Interrupted("interrupted before any segment was finished; nothing is kept")
+        return Interrupted(
             f"interrupted; {kept} of {planned} segments are done and kept - run the same command again to resume"
-        ) from None
-    finally:
-        for item in inputs.values():
+        )
+
+    def settle(self) -> None:
+        """However the run ends: a work folder stays only if it holds finished segments."""
+        for item in self.inputs.values():
             if item.work.path.exists():
                 item.work.settle(finished=bool(item.manifest.done))
-    for item in inputs.values():
-        if item.outcome.error is None and len(item.manifest.done) < len(item.plan.segments):
-            item.outcome.error = "not all segments were rendered"  # an executor stopped early
-    return outcomes
+
+    def outcomes_after_run(self) -> list[Outcome]:
+        for item in self.inputs.values():
+            if item.outcome.error is None and len(item.manifest.done) < len(item.plan.segments):
+                item.outcome.error = "not all segments were rendered"  # an executor stopped early
+        return self.outcomes
 
 
 def _about(job: VideoJob, message: str) -> str:

@@ -1,4 +1,7 @@
-"""decode -> upscale -> encode in three threads with bounded queues.
+"""One video job (``VideoJob``): decode -> upscale -> encode in three threads with bounded queues.
+
+``run_frames`` is that frame loop over a ``video.Decoder`` and a ``video.Encoder``; ``upscale_video`` runs
+a whole job in one pass, and ``srgan_deploy.jobs`` runs it segment by segment (``jobs.render``).
 
 Decode and encode run in worker threads (PyAV/FFmpeg release the GIL), the
 upscale stage runs in the calling thread (GPU contexts and Ctrl-C stay there).
@@ -27,7 +30,7 @@ from srgan_deploy.backends.base import Backend
 from srgan_deploy.dedup import DedupRule, collapse
 from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
 from srgan_deploy.interrupts import sigterm_as_interrupt
-from srgan_deploy.video import EncodeOptions, Sink, Source, container_format
+from srgan_deploy.video import Decoder, EncodeOptions, Encoder, container_format
 
 _END = object()
 MAX_SECONDS = 1e9  # --start/--duration/--segment-seconds: 31 years, and still exact in any time base's ticks
@@ -168,13 +171,13 @@ class FrameStats:
 
 def run_frames(
     job: VideoJob,
-    source: Source,
-    sink: Sink,
+    decoder: Decoder,
+    encoder: Encoder,
     backend: Backend[Any],
     on_progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] = lambda m: None,
 ) -> FrameStats:
-    """decode -> (dedup) -> upscale -> encode for every frame ``source`` yields; ``sink`` is not finished here.
+    """decode -> (dedup) -> upscale -> encode for every frame ``decoder`` yields; ``encoder`` is not finished here.
 
     ``on_progress`` gets the number of frames written so far. Raises ``KeyboardInterrupt`` (Ctrl-C,
     SIGTERM) and any stage's error; the caller owns the files."""
@@ -188,7 +191,7 @@ def run_frames(
     try:
 
         def decode() -> None:
-            frames: Iterator[Any] = source.frames(side_q.put, warn)
+            frames: Iterator[Any] = decoder.frames(side_q.put, warn)
             if job.dedup is not None:
                 frames = collapse(frames, job.dedup)
             for frame in frames:
@@ -200,26 +203,26 @@ def run_frames(
             while True:
                 item = _get(out_q, stop, [])
                 while not side_q.empty():
-                    sink.write_side_packet(side_q.get_nowait())
+                    encoder.write_side_packet(side_q.get_nowait())
                 if item is _END:
                     break
                 rgb, pts_list = item
-                if sink.frames == 0:
-                    sink.set_rotation(source.info.rotation)
+                if encoder.frames == 0:
+                    encoder.set_rotation(decoder.info.rotation)
                     stats.first_pts = pts_list[0]
                 for pts in pts_list:
-                    sink.write_frame(rgb, pts)
-                stats.written = sink.frames
+                    encoder.write_frame(rgb, pts)
+                stats.written = encoder.frames
                 if on_progress:
-                    on_progress(sink.frames)
+                    on_progress(encoder.frames)
             while not side_q.empty():
-                sink.write_side_packet(side_q.get_nowait())
+                encoder.write_side_packet(side_q.get_nowait())
 
-        decoder = _Stage("decode", decode)
-        encoder = _Stage("encode", encode)
-        stages = [decoder, encoder]
-        decoder.start()
-        encoder.start()
+        decoding = _Stage("decode", decode)
+        encoding = _Stage("encode", encode)
+        stages = [decoding, encoding]
+        decoding.start()
+        encoding.start()
 
         pending_pts: list[list[list[int]]] = []
         pending_lr: list[np.ndarray] = []
@@ -266,11 +269,11 @@ def run_frames(
                         frame = np.concatenate([left, burn_label(frame, job.label)], axis=1)
                     if not _put(out_q, (frame, pts_list), stop):
                         break
-                if encoder.error is not None:
-                    raise encoder.error
+                if encoding.error is not None:
+                    raise encoding.error
             _put(out_q, _END, stop)
-            while encoder.is_alive():
-                encoder.join(timeout=0.1)
+            while encoding.is_alive():
+                encoding.join(timeout=0.1)
             for stage in stages:
                 if stage.error is not None:
                     raise stage.error
@@ -278,12 +281,12 @@ def run_frames(
         stop.set()
         for stage in stages:
             stage.join(timeout=5)
-    stats.written = sink.frames
+    stats.written = encoder.frames
     return stats
 
 
-def output_size(job: VideoJob, source: Source, scale: int) -> tuple[int, int]:
-    return source.info.width * scale * (2 if job.side_by_side else 1), source.info.height * scale
+def output_size(job: VideoJob, decoder: Decoder, scale: int) -> tuple[int, int]:
+    return decoder.info.width * scale * (2 if job.side_by_side else 1), decoder.info.height * scale
 
 
 def upscale_video(
@@ -295,31 +298,31 @@ def upscale_video(
     """The whole job in one pass (no segments, no resume): the baseline the segmented jobs are measured
     against, and the simplest library call. The backend must already be open."""
     fmt = check_paths(job)
-    source = Source(job.source, job.start, job.duration, job.max_frames)
-    width, height = output_size(job, source, backend.scale)
+    decoder = Decoder(job.source, job.start, job.duration, job.max_frames)
+    width, height = output_size(job, decoder, backend.scale)
     tmp = job.target.with_name(f".{job.target.stem}.partial-{os.getpid()}{job.target.suffix}")
-    sink: Sink | None = None
+    encoder: Encoder | None = None
     t0 = time.perf_counter()
     try:
-        sink = Sink(tmp, fmt, source, width, height, job.encode, warn)
-        expected = source.expected_frames()
+        encoder = Encoder(tmp, fmt, decoder, width, height, job.encode, warn)
+        expected = decoder.expected_frames()
         stats = run_frames(
-            job, source, sink, backend, (lambda n: on_progress(n, expected)) if on_progress else None, warn
+            job, decoder, encoder, backend, (lambda n: on_progress(n, expected)) if on_progress else None, warn
         )
-        if sink.frames == 0:
+        if encoder.frames == 0:
             raise VideoError(f"no video frames could be decoded from {job.source} (in the requested segment)")
-        sink.finish()
-        encoded, codec = sink.frames, sink.codec
-        sink = None
+        encoder.finish()
+        encoded, codec = encoder.frames, encoder.codec
+        encoder = None
         tmp.replace(job.target)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; no output written ({job.target} left untouched)") from None
     except av.error.FFmpegError as exc:
         raise VideoError(f"FFmpeg failed while writing {job.target.name}: {exc}; no output written") from exc
     finally:
-        if sink is not None:
-            sink.abort()
-        source.close()
+        if encoder is not None:
+            encoder.abort()
+        decoder.close()
         if tmp.exists():
             tmp.unlink()
     seconds = time.perf_counter() - t0
@@ -330,8 +333,8 @@ def upscale_video(
         output_bytes=job.target.stat().st_size,
         width=width,
         height=height,
-        bad_packets=source.stats.bad_packets,
-        side_packets=source.stats.side_packets,
+        bad_packets=decoder.stats.bad_packets,
+        side_packets=decoder.stats.side_packets,
         codec=codec,
         duplicates=stats.duplicates,
     )

@@ -1,4 +1,5 @@
-"""Upscale still images (files or folders) with any backend; alpha is upscaled bicubically."""
+"""Image jobs (``srgan-deploy upscale``): still image files or folders in, upscaled files out, with any
+backend; alpha is upscaled bicubically."""
 
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ WRITABLE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
-class Job:
+class ImageJob:
     source: Path
     target: Path
 
 
-def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix: str | None = None) -> list[Job]:
+def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix: str | None = None) -> list[ImageJob]:
     """Map every input image to its output path; refuse collisions before any work starts."""
     if not inputs:
         raise InputFileError("no input images given")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output {out_dir} exists and is not a folder; -o takes a folder")
-    jobs: list[Job] = []
+    jobs: list[ImageJob] = []
     for item in inputs:
         if not item.exists():
             raise InputFileError(f"no such file or folder: {item}")
@@ -36,11 +37,11 @@ def plan_jobs(inputs: list[Path], out_dir: Path, overwrite: bool = False, suffix
             files = list_images(item)
             if not files:
                 raise InputFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {item}")
-            jobs += [Job(f, out_dir / f.relative_to(item)) for f in files]
+            jobs += [ImageJob(f, out_dir / f.relative_to(item)) for f in files]
         else:
-            jobs.append(Job(item, out_dir / item.name))
+            jobs.append(ImageJob(item, out_dir / item.name))
     if suffix is not None:
-        jobs = [Job(j.source, j.target.with_suffix(suffix)) for j in jobs]
+        jobs = [ImageJob(j.source, j.target.with_suffix(suffix)) for j in jobs]
     seen: set[Path] = set()
     for job in jobs:
         if job.target.suffix.lower() not in WRITABLE:
@@ -77,14 +78,14 @@ def upscale_image(backend: Backend[Any], image: np.ndarray, ensemble: bool = Fal
 
 @dataclass(frozen=True)
 class Failure:
-    job: Job
+    job: ImageJob
     message: str
 
 
 def upscale_files(
-    jobs: list[Job],
+    jobs: list[ImageJob],
     backend: Backend[Any],
-    on_done: Callable[[Job, tuple[int, int], tuple[int, int]], None] | None = None,
+    on_done: Callable[[ImageJob, tuple[int, int], tuple[int, int]], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_failure: Callable[[Failure], None] | None = None,
     ensemble: bool = False,
