@@ -234,6 +234,20 @@ def test_the_scale_and_spec_come_from_the_server(server: Server) -> None:
     assert config["dynamic_batching"] is not None and config["instance_group"][0]["count"] == 1
 
 
+def test_a_resumed_job_knows_the_served_model_not_the_local_file(server: Server, tiny_weights: Path) -> None:
+    """The resume identity of -b triton is what the server serves (the weights' sha256 our export wrote into
+    config.pbtxt), whatever -w says locally; a repository made elsewhere is known by its whole config."""
+    from srgan_deploy.backends.triton import served_identity
+    from srgan_deploy.weights import file_sha256
+
+    with client(server) as backend:
+        identity = backend.served_model_identity()
+    assert identity == f"triton:{MODEL}:sha256:{file_sha256(tiny_weights)}"
+    config = {"name": "other", "max_batch_size": 4}
+    assert served_identity("other", {}, config).startswith("triton:other:config:")
+    assert served_identity("other", {}, config) != served_identity("other", {}, {**config, "max_batch_size": 8})
+
+
 def test_video_through_triton(server: Server, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=12)
     out = tmp_path / "out.mp4"

@@ -227,6 +227,11 @@ class Backend(ABC, Generic[O]):
     def _close(self) -> None:
         """Free device/session resources; ``_release`` then drops the references."""
 
+    def served_model_identity(self) -> str | None:
+        """What identifies the model when it is not a file here (a served model): a resumed job compares it
+        instead of the local file's sha256. None: the model is the file this backend loaded."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device_label, "options": repr(self.options)}
 

@@ -19,6 +19,7 @@ photo still upscales while no single request makes the server hold gigabytes.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
@@ -118,6 +119,17 @@ def _error_text(data: bytes) -> str:
     except (ValueError, AttributeError):
         message = data.decode("utf-8", "replace")
     return " ".join(str(message).split())[:300] or "no reason given"
+
+
+def served_identity(model: str, params: dict[str, str], config: dict[str, Any]) -> str:
+    """The served model as a resumed job must find it again: the weights' (or foreign graph's) sha256 our
+    export writes into config.pbtxt; for a model repository made elsewhere, a hash of the whole model config
+    the server reports (a changed config, scale or version policy is a different model)."""
+    sha = params.get("srgan_deploy.weights_sha256") or params.get("srgan_deploy.source_sha256")
+    if sha:
+        return f"triton:{model}:sha256:{sha}"
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return f"triton:{model}:config:{hashlib.sha256(canonical).hexdigest()}"
 
 
 def spec_from_parameters(params: dict[str, str], scale: int) -> ModelSpec:
@@ -236,8 +248,13 @@ class TritonBackend(Backend[TritonOptions]):
             raise ModelError(
                 f"model '{self.served}' on {self.endpoint} states scale {scale} and a spec of {self._model.scale}"
             )
+        self._identity = served_identity(self.served, params, config)
         self._pool = ThreadPoolExecutor(max_workers=self.options.slots, thread_name_prefix="triton")
         self.device_label = f"{self.served} at {self.endpoint}"
+
+    def served_model_identity(self) -> str | None:
+        self._require_open()
+        return self._identity
 
     def _only_model(self) -> str:
         status, _, data = self._call("POST", "/v2/repository/index", b"{}", {"Content-Type": "application/json"})

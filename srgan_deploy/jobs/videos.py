@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.dedup import DedupRule
@@ -25,6 +26,10 @@ from srgan_deploy.jobs.workers import InProcess, ProcessPool, machine_cap, parse
 from srgan_deploy.memory import check_budget, memory_capacity
 from srgan_deploy.video import CONTAINERS, EncodeOptions, with_auto_preset
 from srgan_deploy.video_job import VideoJob
+
+if TYPE_CHECKING:
+    from srgan_deploy.backends.base import Backend
+    from srgan_deploy.sources import ModelSource
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv", ".mpg")
 
@@ -122,7 +127,7 @@ def upscale_videos(
     and progress (frames done, frames expected)."""
     from srgan_deploy.backends.options import Request
     from srgan_deploy.backends.registry import choose, create, entry_for
-    from srgan_deploy.sources import digest, model_name, model_source
+    from srgan_deploy.sources import model_name, model_source
 
     report = events or Reporter()
     if len(inputs) != len(outputs):
@@ -143,7 +148,8 @@ def upscale_videos(
         triton=options.triton,
     )
     choice = choose(options.backend, request)
-    model_on_cpu = choice.name != "triton" and entry_for(choice.name).device_of(choice.options) == "cpu"
+    entry = entry_for(choice.name)
+    model_on_cpu = not entry.remote and entry.device_of(choice.options) == "cpu"
     jobs = [dataclasses.replace(job, encode=with_auto_preset(job.encode, model_on_cpu)) for job in jobs]
     if on_this_machine and options.memory_budget is not None:
         check_budget(options.memory_budget, *memory_capacity(entry_for(choice.name).device_of(choice.options)))
@@ -165,7 +171,7 @@ def upscale_videos(
             ("precision", getattr(choice.options, "precision", None)),
             ("tile", options.tile),
         ),
-        weights=digest(source),
+        weights=_model_identity(backend, source, entry.remote),
     )
     with contextlib.ExitStack() as stack:
         executor: Executor
@@ -196,6 +202,19 @@ def upscale_videos(
             report.status(f"backend: {choice.name} on {backend.device_label} ({choice.reason})")
         outcomes = run_queue(jobs, queue, executor, report)
     return VideoJobResult(choice.name, tuple(outcomes))
+
+
+def _model_identity(backend: Backend[Any], source: ModelSource, remote: bool) -> str:
+    """What a resumed job checks to know the model did not change: the model file's sha256, or for a served
+    model (``-b triton``) what the server says it serves (a local ``-w`` says nothing about the server)."""
+    from srgan_deploy.sources import digest
+
+    if remote:
+        with backend:
+            served = backend.served_model_identity()
+        if served is not None:
+            return served
+    return digest(source)
 
 
 def outputs_in_folder(inputs: Sequence[Path], folder: Path) -> tuple[list[Path], list[Path]]:
