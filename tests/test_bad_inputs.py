@@ -146,6 +146,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Workspac
     offset = make_clip(root / "offset.ts", frames=12, audio=False, fmt="mpegts", pts=[1460 + 42 * i for i in range(12)])
     p["OFFSET_TS"] = str(offset)  # a broadcast-style clock that starts at 1.46 s
     p["ZEROED_MP4"] = str(_zeroed_payload(Path(p["CLIP"]), root / "zeroed.mp4"))  # every packet there, none decodes
+    p["HEADER_ONLY_MP4"] = str(_header_only(Path(p["CLIP"]), root / "header-only.mp4"))  # an index, no media data
     (root / "a-folder.mp4").mkdir()
     p["DIR_MP4"] = str(root / "a-folder.mp4")
     # eval folders
@@ -190,6 +191,20 @@ def _zeroed_payload(source: Path, target: Path) -> Path:
     size = int.from_bytes(data[at - 4 : at], "big")
     data[at + 4 : at - 4 + size] = bytes(size - 8)
     target.write_bytes(bytes(data))
+    return target
+
+
+def _header_only(source: Path, target: Path) -> Path:
+    """``source`` without its media data box: what a download cut off after the header, or a copy of only the
+    moov, looks like. The index lists every packet; none of their bytes exist."""
+    data = source.read_bytes()
+    kept, at = b"", 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        if data[at + 4 : at + 8] != b"mdat":
+            kept += data[at : at + size]
+        at += size
+    target.write_bytes(kept)
     return target
 
 
@@ -353,6 +368,8 @@ CASES = [
     Case("v-pix-fmt-unencodable", [*VID, "{CLIP}", "{OUT}.mp4", "--pix-fmt", "gray16le"], "cannot be encoded by"),
     Case("v-out-is-folder", [*VID, "{CLIP}", "{DIR_MP4}", "--overwrite"], "a-folder.mp4 is a folder"),
     Case("v-undecodable", [*VID, "{ZEROED_MP4}", "{OUT}.mp4"], "no video frame of {ZEROED_MP4} could be decoded"),
+    Case("v-header-only", [*VID, "{HEADER_ONLY_MP4}", "{OUT}.mp4"], "no video frame of {HEADER_ONLY_MP4} could be"),
+    Case("v-tile-4", [*VID, "{CLIP}", "{OUT}.mp4", "--tile", "4"], "--tile 4 is too small"),
     Case("v-start-huge", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "1e308"], "--start 1e+308 is longer than any"),
     Case("v-duration-huge", [*VID, "{CLIP}", "{OUT}.mp4", "--duration", "1e300"], "--duration 1e+300 is longer"),
     Case("v-segment-huge", [*VID, "{CLIP}", "{OUT}.mp4", "--segment-seconds", "1e308"], "--segment-seconds 1e+308"),

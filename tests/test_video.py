@@ -307,3 +307,16 @@ def test_colour_metadata_is_kept(tmp_path: Path, model: object) -> None:
     with av.open(str(dst)) as container:
         cc = container.streams.video[0].codec_context
         assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)
+
+
+def test_encoder_presets_go_only_to_encoders_that_take_them() -> None:
+    """x264's preset names (the default, auto) are not SVT-AV1's numbers: SVT-AV1 gets a preset only when it
+    is a number, x264/x265 get the name (auto resolved to medium outside a job), NVENC its own p4."""
+    from srgan_deploy.video import encoder_settings
+
+    assert "preset" not in encoder_settings("libsvtav1", EncodeOptions(preset="medium"))
+    assert "preset" not in encoder_settings("libsvtav1", EncodeOptions(preset="auto"))
+    assert encoder_settings("libsvtav1", EncodeOptions(preset="8"))["preset"] == "8"
+    assert encoder_settings("libx264", EncodeOptions(preset="auto"))["preset"] == "medium"
+    assert encoder_settings("libx265", EncodeOptions(preset="slow"))["preset"] == "slow"
+    assert encoder_settings("h264_nvenc", EncodeOptions(preset="slow"))["preset"] == "p4"
