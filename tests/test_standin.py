@@ -330,6 +330,49 @@ def test_a_refused_shape_enqueues_nothing_and_says_what_tensorrt_said(
         assert slot.stream.raw.submitted == 0, "a copy was enqueued for a shape the engine refuses"
 
 
+def test_a_context_tensorrt_cannot_make_fails_in_tensorrts_words(
+    monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Another process takes the GPU's memory between our check and the context (defect 10): the error says
+    what TensorRT logged, and nothing stays allocated."""
+    from tests.standin import tensorrt as strt
+
+    gpu = install(monkeypatch, [DeviceSpec()])
+    make = strt.StandinEngine.create_execution_context
+
+    def after_another_process(engine: Any, config: Any = None) -> Any:
+        free = gpu.cudart.devices[0].memory - gpu.cudart.used[0]
+        gpu.cudart.charge(0, free - 2**20)
+        try:
+            return make(engine, config)
+        finally:
+            gpu.cudart.charge(0, -(free - 2**20))
+
+    monkeypatch.setattr(strt.StandinEngine, "create_execution_context", after_another_process)
+    with pytest.raises(EngineError, match=r"could not create an execution context \(TensorRT: Requested amount of GPU"):
+        make_backend("tensorrt", tiny_weights, cache_dir=tmp_path, device="cuda").open()
+    gpu.assert_released()
+
+
+def test_an_engine_that_fails_to_run_says_what_tensorrt_said(
+    gpu: StandinGPU, tiny_weights: Path, cache_dir: Path
+) -> None:
+    """enqueueV3 returning false (defect 10): one EngineError carrying TensorRT's last log line."""
+    from tests.standin import tensorrt as strt
+
+    with make_backend("tensorrt", tiny_weights, cache_dir=cache_dir, device="cuda", slots=1) as backend:
+        backend.upscale(frames_of(1, 32, 32))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                strt.StandinContext,
+                "execute_async_v3",
+                lambda self, stream: self._error("IExecutionContext::enqueueV3: an illegal memory access"),
+            )
+            with pytest.raises(EngineError, match=r"could not run the engine \(TensorRT: .*illegal memory access"):
+                backend.upscale(frames_of(1, 32, 32))
+    gpu.assert_released()
+
+
 def test_results_outlive_close_and_a_late_generator_touches_no_freed_memory(
     gpu: StandinGPU, tiny_weights: Path, cache_dir: Path
 ) -> None:
