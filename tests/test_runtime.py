@@ -515,3 +515,145 @@ def test_openvino_refuses_what_it_cannot_run() -> None:
         choose("openvino", Request(precision="fp16"))
     with pytest.raises(ConfigError, match="CPU"):
         choose("openvino", Request(device="cuda"))
+
+
+# ----------------------------------------------------------------------------- onnxruntime CPU streams
+
+
+class _CountingSession:
+    """Stands in front of an onnxruntime session: counts runs and the threads they ran on."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.runs = 0
+        self.threads: set[int] = set()
+        self.lock = threading.Lock()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.runs += 1
+            self.threads.add(threading.get_ident())
+        return self.session.run(*args, **kwargs)
+
+
+def test_onnxruntime_streams_keep_order_shapes_and_results_apart(tiny_weights: Path, cache_dir: Path) -> None:
+    """Frames of a stream run on the one-thread stream session, two at once; every result equals the frame's
+    own one-call result, in input order across interleaved sizes, a several-frame batch and a frame that
+    needs tiling (today's path, between streamed ones); results stay put after later frames ran."""
+    small, big = frames_of((5, 19, 23), seed=1), frames_of((3, 26, 30), seed=7)
+    wide = frames_of((1, 20, 70), seed=11)  # wider than --tile 64: tiled, not streamed
+    stream = [small[0:1], big[0:1], small[1:3], wide, big[1:2], small[3:4], big[2:3], small[4:5]]
+    with make_backend("onnxruntime", str(tiny_weights), device="cpu", threads=2, tile=64, cache_dir=cache_dir) as b:
+        assert b.streams == 2 and b.device_label == "cpu x2, 2 streams"
+        assert b._stream_session.get_session_options().intra_op_num_threads == 1
+        alone = [np.concatenate([b.upscale(x[i : i + 1]) for i in range(len(x))]) for x in stream]
+        counted = b._stream_session = _CountingSession(b._stream_session)
+        got, kept = [], []
+        for out in b.upscale_many(iter(stream)):
+            got.append(out)
+            kept.append(out.copy())  # as it was when yielded
+        assert counted.runs == 8  # every frame but the tiled one, one run each
+        assert len(counted.threads) <= 2 and threading.get_ident() not in counted.threads
+        assert not b._in_flight
+        buffer = np.empty_like(small[:1])
+
+        def refilled() -> Any:  # a reader that reuses one buffer: frames in flight must not see it change
+            for i in range(5):
+                buffer[:] = small[i : i + 1]
+                yield buffer
+
+        reused = np.concatenate(list(b.upscale_many(refilled())))
+        assert np.array_equal(reused, np.concatenate([alone[i] for i in (0, 2, 5, 7)]))
+    assert all(np.array_equal(g, k) for g, k in zip(got, kept, strict=True))
+    assert [g.shape for g in got] == [a.shape for a in alone]
+    assert all(np.array_equal(g, a) for g, a in zip(got, alone, strict=True))
+
+
+def test_onnxruntime_one_frame_uses_every_core(tiny_weights: Path, cache_dir: Path) -> None:
+    """An image (``upscale`` of one frame) runs on the all-cores session in the caller's thread; a stream
+    whose frames do not fit twice in the memory budget does too; one thread means no stream session."""
+    frames = frames_of((3, 17, 21), seed=5)
+    with make_backend("onnxruntime", str(tiny_weights), device="cpu", threads=2, cache_dir=cache_dir) as b:
+        assert b.session.get_session_options().intra_op_num_threads == 2
+        main, streamed = _CountingSession(b.session), _CountingSession(b._stream_session)
+        b.session, b._stream_session = main, streamed
+        b.upscale(frames[:1])
+        assert (main.runs, streamed.runs) == (1, 0) and main.threads == {threading.get_ident()}
+        list(b.upscale_many(frames[i : i + 1] for i in range(3)))
+        assert (main.runs, streamed.runs) == (1, 3)
+        b._budget = int(17 * 21 * b.bytes_per_pixel * 1.5)  # one frame fits the budget, two do not
+        list(b.upscale_many(frames[i : i + 1] for i in range(3)))
+        assert (main.runs, streamed.runs) == (4, 3)
+    with make_backend("onnxruntime", str(tiny_weights), device="cpu", threads=1, cache_dir=cache_dir) as b:
+        assert b.streams == 0 and b._pool is None and b._stream_session is None
+        assert len(list(b.upscale_many(frames[i : i + 1] for i in range(3)))) == 3
+
+
+def test_onnxruntime_abandoned_or_failing_stream_leaves_nothing_running(tiny_weights: Path, cache_dir: Path) -> None:
+    frames = frames_of((8, 17, 21), seed=3)
+    with make_backend("onnxruntime", str(tiny_weights), device="cpu", threads=2, cache_dir=cache_dir) as b:
+        assert b._pool is not None
+        submitted: list[Future[np.ndarray]] = []
+        submit = b._pool.submit
+
+        def spy(*args: Any, **kwargs: Any) -> Future[np.ndarray]:
+            future = submit(*args, **kwargs)
+            submitted.append(future)
+            return future
+
+        b._pool.submit = spy  # type: ignore[method-assign]
+        real = b._stream_session
+
+        class Slow(_CountingSession):  # frames take a while, so several are in flight when the consumer stops
+            def run(self, *args: Any, **kwargs: Any) -> Any:
+                time.sleep(0.05)
+                return super().run(*args, **kwargs)
+
+        b._stream_session = slow = Slow(real)
+        stream = b.upscale_many(frames[i : i + 1] for i in range(8))
+        first = next(stream)
+        assert len(submitted) > 1  # more were in flight
+        stream.close()  # the consumer stops early (Ctrl-C in a video job)
+        assert not b._in_flight and all(f.done() for f in submitted)
+        runs = slow.runs
+        time.sleep(0.2)
+        assert slow.runs == runs < 8  # nothing queued started later; the rest of the input was never read
+        b._stream_session = real
+        assert np.array_equal(first, b.upscale(frames[:1]))  # still usable
+        assert len(list(b.upscale_many(frames[i : i + 1] for i in range(8)))) == 8
+
+        def broken() -> Any:  # the input fails mid-stream, frames in flight
+            yield from (frames[i : i + 1] for i in range(3))
+            raise ValueError("decoder died")
+
+        with pytest.raises(ValueError, match="decoder died"):
+            list(b.upscale_many(broken()))
+        assert not b._in_flight and all(f.done() for f in submitted)
+
+        class Failing(_CountingSession):  # the third frame fails inside onnxruntime, others in flight
+            def __init__(self, session: Any, error: str) -> None:
+                super().__init__(session)
+                self.error = error
+
+            def run(self, *args: Any, **kwargs: Any) -> Any:
+                with self.lock:
+                    self.runs += 1
+                    if self.runs == 3:
+                        raise RuntimeError(self.error)
+                return self.session.run(*args, **kwargs)
+
+        b._stream_session = Failing(real, "kernel failed")
+        with pytest.raises(ShapeError, match="kernel failed"):  # a typed error, nothing left running
+            list(b.upscale_many(frames[i : i + 1] for i in range(8)))
+        assert not b._in_flight and all(f.done() for f in submitted)
+        # out of memory with frames in flight: the rest of the stream one call at a time, results unchanged
+        b._stream_session = failing = Failing(real, "Failed to allocate memory for requested buffer")
+        said: list[str] = []
+        b.notify = said.append
+        got = list(b.upscale_many(frames[i : i + 1] for i in range(8)))
+        assert np.array_equal(np.concatenate(got), np.concatenate([b.upscale(frames[i : i + 1]) for i in range(8)]))
+        assert failing.runs >= 3 and said == ["out of memory with 2 frames at once; running one frame at a time"]
+        assert not b._in_flight
+        b._stream_session = real
+        assert len(list(b.upscale_many(frames[i : i + 1] for i in range(8)))) == 8
+    assert b._pool is None and b._stream_session is None and b.streams == 0

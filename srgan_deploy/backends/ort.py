@@ -5,22 +5,36 @@ the graph (fused by ORT) and never on the Python side. On the TensorRT provider 
 must fit the explicit shape profile it is given (an input outside it is an error, not a
 rebuild): batches are split to its max batch, frames below its minimum are padded, and
 tiles are clamped into it, as the TensorRT backend does for its own engines.
+
+On the CPU, a stream of frames (``upscale_many``: video, bench's throughput) runs several frames at once,
+one per physical core (or per ``--threads``), each on a second session with one intra-op thread, called
+from a small thread pool (``InferenceSession.run`` is thread-safe and releases the GIL). Frames this
+small do not split well over intra-op threads: on 2 Zen 4 cores a stream of 320x180 srgan-x4-lite frames
+took 430 ms/frame on one 2-thread session and 388 ms/frame as two 1-thread frames at once (1.11x;
+srgan-x4 240x135: 953 -> 890 ms, 1.08x; ``python -m benchmarks.ort_streams``). One frame on its own
+(an image, ``upscale``) still gets every core on that one frame. Each session has its own arena; the
+stream session's grows to what the frames running at once need, which the memory budget bounds
+(``_stream_limit``). GPU providers keep one call after another.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel, ShapeProfile
-from srgan_deploy.backends.base import Backend
+from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
-from srgan_deploy.errors import BackendUnavailableError, ExportError, OutputError, ShapeError
+from srgan_deploy.errors import BackendStateError, BackendUnavailableError, ExportError, OutputError, ShapeError
 from srgan_deploy.sources import OnnxLoader
 
 
@@ -31,6 +45,29 @@ def physical_cores() -> int:
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
 
+
+def physical_core_count() -> int:
+    """Physical cores among the CPUs this process may run on: how many frames a stream runs at once. Two
+    one-thread frames on SMT siblings of one core would share its vector units and double the memory in
+    flight for little gain. Falls back to the CPUs allowed where Linux's topology files are missing."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+# A batch of a stream and its frames' runs (one future per frame, or per fixed batch of the network)
+_Group = tuple[np.ndarray, list["Future[np.ndarray]"]]
 
 # The profile onnxruntime's TensorRT provider gets: the one our own engines default to, so a new frame or
 # tile size inside it does not make the provider build another engine in the middle of a video.
@@ -50,6 +87,12 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         self.onnx: OnnxModel | None = None
         self.provider = ""  # the execution provider that actually took the graph
         self.trt_profile: ShapeProfile | None = None  # the TensorRT provider's profile, when that provider runs
+        # CPU streams: frames run at once (0: none, every call on ``session``), the one-thread session they
+        # run on, the pool that calls it, and the frames submitted whose results are not yet handed out
+        self.streams = 0
+        self._stream_session: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: deque[Future[np.ndarray]] = deque()
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -128,21 +171,28 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         device = self.options.device
         return int(device.split(":")[1]) if ":" in device else 0
 
-    def _open(self) -> None:
+    @staticmethod
+    def _session_options(threads: int) -> Any:
         import onnxruntime as ort
 
-        self.onnx = self._load().require_uint8("onnxruntime")
-        path = self.onnx.path
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = self.options.threads or physical_cores()
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
         # Memory patterns pre-plan one allocation per input shape and keep it: with the shapes tiling and
         # mixed inputs produce, that held 1.54 GB where 0.86 GB suffice, at no speed gain (3.7 s vs 3.5 s for
         # six sizes; python -m benchmarks.ort_allocator). The arena stays on: without it runs are slower.
         opts.enable_mem_pattern = False
+        return opts
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        self.onnx = self._load().require_uint8("onnxruntime")
+        path = self.onnx.path
+        opts = self._session_options(self.options.threads or physical_cores())
         self.providers = self._providers()
         model: str | bytes = str(path)
         if self.providers == ["CPUExecutionProvider"]:
@@ -159,12 +209,31 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         self.trt_profile = self._trt_profile() if loaded == "TensorrtExecutionProvider" else None
         short = loaded.replace("ExecutionProvider", "")
         self.device_label = f"cuda:{self.device_index} {short}" if self.on_gpu else f"cpu x{opts.intra_op_num_threads}"
+        streams = self.options.threads or physical_core_count()
+        if self.providers == ["CPUExecutionProvider"] and streams > 1:
+            self._open_streams(model, streams)
+            self.device_label += f", {streams} streams"
         if loaded != asked:
             self.notify(
                 f"onnxruntime asked for {asked.replace('ExecutionProvider', '')} but runs on {short} "
                 "(that provider failed to load; onnxruntime's log says why)"
             )
         self._model = self.onnx.spec
+
+    def _open_streams(self, model: str | bytes, streams: int) -> None:
+        """The one-thread session frames of a stream run on, ``streams`` at once. One session for all of
+        them, not one each: concurrent runs share its weights and arena, which held 0.81 GiB peak for two
+        320x180 srgan-x4-lite frames where two sessions held 1.0 GiB, at the same frames/s."""
+        import onnxruntime as ort
+
+        try:
+            self._stream_session = ort.InferenceSession(
+                model, sess_options=self._session_options(1), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ExportError(f"onnxruntime cannot load {self.onnx.path if self.onnx else 'the model'}: {exc}") from exc
+        self._pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="srgan-ort-stream")
+        self.streams = streams
 
     @staticmethod
     def _cpu_graph(path: Any) -> tuple[bytes, int]:
@@ -221,8 +290,11 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             return np.concatenate([self._infer(frames[i : i + max_n]) for i in range(0, n, max_n)])
         return self._run(frames)
 
-    def _run(self, frames: np.ndarray) -> np.ndarray:
+    def _run(self, frames: np.ndarray, session: Any = None) -> np.ndarray:
+        """``frames`` through ``session`` (the all-cores one unless a stream passes its own)."""
         try:
+            if session is not None:
+                return np.asarray(session.run(["output"], {"input": frames})[0])
             if self.on_gpu:
                 binding = self.session.io_binding()
                 binding.bind_cpu_input("input", frames)
@@ -233,7 +305,127 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         except Exception as exc:
             raise ShapeError(f"onnxruntime failed on a {frames.shape} batch: {exc}; try --tile 256") from exc
 
+    # ------------------------------------------------------------ streams (CPU)
+    def _stream_limit(self, pixels: int) -> int:
+        """Units of ``pixels`` input pixels each (a frame, or a fixed-batch network's batch) a stream may
+        have submitted and not finished, or 0 for one call at a time.
+
+        Every frame running holds its own working set in the stream session's arena, so as many run at
+        once as the memory budget holds, at most ``streams`` (one per pool thread). With all of them
+        running, as many again wait queued in the pool (an input frame each, no arena), so a thread that
+        finishes starts its next frame at once while the consumer handles a result. When only one frame
+        fits, one frame on one thread would be slower than today's path: 0, all cores on each frame."""
+        fits = int(self.memory_budget // max(1.0, pixels * self.bytes_per_pixel))
+        if fits >= self.streams:
+            return 2 * self.streams
+        return fits if fits >= 2 else 0
+
+    def _submit(self, unit: np.ndarray, limit: int) -> Future[np.ndarray]:
+        """Queue ``unit`` on the stream pool once fewer than ``limit`` submitted frames are unfinished."""
+        assert self._pool is not None
+        while True:
+            running = [f for f in self._in_flight if not f.done()]
+            if len(running) < limit:
+                break
+            wait(running, return_when=FIRST_COMPLETED)
+        future = self._pool.submit(self._run, unit, self._stream_session)
+        self._in_flight.append(future)
+        return future
+
+    def _collect(self, group: _Group) -> np.ndarray:
+        """The results of one batch's frames, in order, each a fresh array (never a buffer shared with
+        another frame); those frames are no longer in flight."""
+        _, futures = group
+        try:
+            outs = [f.result() for f in futures]
+        except CancelledError as exc:
+            raise BackendStateError("the onnxruntime backend was closed while a stream was running") from exc
+        finally:
+            for f in futures:
+                with contextlib.suppress(ValueError):
+                    self._in_flight.remove(f)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _drain(self) -> None:
+        """On an error or an abandoned stream: cancel what has not started and wait for what has, so nothing
+        runs on after the generator is gone. Their own errors are dropped: the error that got us here is
+        the one to report."""
+        for f in self._in_flight:
+            f.cancel()
+        wait(list(self._in_flight))
+        self._in_flight.clear()
+
+    def upscale_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """On the CPU, every frame of every batch (or every fixed batch of a fixed-batch network) on the
+        stream session, ``streams`` at once; results in input order, batches as they came. Frames that
+        need tiling or padding to a static network's shape, or of which fewer than two fit the memory
+        budget at once, go through ``upscale`` (all cores on each) after what is in flight. GPU providers,
+        and one thread, keep one call after another."""
+        self._require_open()
+        if self._pool is None:
+            yield from super().upscale_many(batches)
+            return
+        groups: deque[_Group] = deque()
+        one_by_one = False  # after running out of memory with frames in flight: today's path from then on
+        try:
+            for raw in batches:
+                batch = check_frames(raw)
+                h, w = batch.shape[1:3]
+                step = self.model.batch or 1  # a unit: one frame, or a fixed-batch network's batch
+                whole_units = len(batch) % step == 0 and not needs_fitting(self.model, batch[:step])
+                limit = 0
+                if not one_by_one and whole_units and self._tile_size(h, w) is None:
+                    limit = self._stream_limit(step * h * w)
+                if limit == 0:
+                    while groups:
+                        one_by_one = yield from self._hand_out(groups, one_by_one)
+                    yield self.upscale(batch)
+                    continue
+                # our own copy: a caller may refill the buffer it passed as soon as the generator asks for
+                # the next batch, while this one is still running (one call at a time never had that hazard)
+                batch = np.array(batch, copy=True)
+                groups.append((batch, [self._submit(batch[i : i + step], limit) for i in range(0, len(batch), step)]))
+                while groups and (one_by_one or all(f.done() for f in groups[0][1])):
+                    one_by_one = yield from self._hand_out(groups, one_by_one)
+            while groups:
+                one_by_one = yield from self._hand_out(groups, one_by_one)
+        except BaseException:
+            self._drain()
+            raise
+
+    def _hand_out(self, groups: deque[_Group], one_by_one: bool) -> Generator[np.ndarray, None, bool]:
+        """Yield the oldest batch's result; whether the stream runs one call at a time from now on.
+
+        A frame that runs out of memory with others in flight is not the end of a video: what is in flight
+        is let go and that batch and every later one go through ``upscale``, which halves its tiles if even
+        one frame at a time does not fit (as it did before streams)."""
+        batch, _ = group = groups.popleft()
+        if one_by_one:
+            yield self.upscale(batch)
+            return True
+        try:
+            out = self._collect(group)
+        except (MemoryError, ShapeError) as exc:
+            text = str(exc).lower()
+            if not (isinstance(exc.__cause__ or exc, MemoryError) or "alloc" in text or "memory" in text):
+                raise
+            self._drain()
+            self.notify(f"out of memory with {self.streams} frames at once; running one frame at a time")
+            yield self.upscale(batch)
+            return True
+        yield out
+        return False
+
+    def _close(self) -> None:
+        """Let a stream's queued frames go and its running ones finish, then end the pool's threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
     def _release(self) -> None:
+        self._in_flight.clear()
+        self.streams = 0
+        self._stream_session = None
+        self._pool = None
         self.session = None
         self.providers = []
         self.graph_rewrites = 0
