@@ -498,6 +498,23 @@ def test_openvino_streams_keep_order_shapes_and_results_apart(tiny_weights: Path
         assert modes.count("throughput") <= SHAPES_KEPT and modes.count("latency") <= SHAPES_KEPT
 
 
+def test_openvino_streams_never_hold_more_frames_than_the_memory_budget(tiny_weights: Path, cache_dir: Path) -> None:
+    """On a many-core CPU the THROUGHPUT hint asks for many streams, each holding a frame: the budget caps
+    them (here to one), and the frames still come out right."""
+    frames = frames_of((3, 40, 40), seed=5)
+    with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as probe:
+        per_frame = 40 * 40 * probe.bytes_per_pixel
+        alone = probe.upscale(frames)
+    budget = int(1.5 * per_frame)
+    with make_backend(
+        "openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir, memory_budget=budget
+    ) as backend:
+        out = np.concatenate(list(backend.upscale_many(frames[i : i + 1] for i in range(3))))
+        compiled = backend._compiled["throughput", (1, 40, 40, 3)]
+        assert len(compiled.requests) == 1 and backend.streams_and_threads(compiled)[0] == 1
+    assert np.array_equal(out, alone)
+
+
 def test_openvino_abandoned_stream_leaves_nothing_running(tiny_weights: Path, cache_dir: Path) -> None:
     frames = frames_of((6, 17, 21), seed=3)
     with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as backend:

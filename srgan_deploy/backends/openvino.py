@@ -34,6 +34,7 @@ from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OpenVinoOptions
 from srgan_deploy.errors import ExportError, ShapeError
+from srgan_deploy.memory import default_budget
 from srgan_deploy.sources import OnnxLoader
 
 INSTALL = "pip install openvino (or pip install 'srgan-deploy[openvino]')"
@@ -154,21 +155,40 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         }
         if self.options.threads:
             config[props.inference_num_threads] = self.options.threads
-        try:
-            model = self._core.compile_model(network, "CPU", config)
-        except RuntimeError as exc:
-            raise ExportError(
-                f"OpenVINO cannot compile {self.onnx.path if self.onnx else 'the model'}: {str(exc).splitlines()[0]}"
-            ) from exc
+        model = self._compile(network, config)
         count = 1
         if mode == "throughput":
             count = self.options.requests or int(model.get_property(props.optimal_number_of_infer_requests))
+            # every stream holds a frame's working set: on a many-core CPU the hint's streams times a large
+            # frame would exceed the memory budget, so no more streams (and requests) than the budget holds
+            fit = self._frames_in_budget(shape)
+            if count > fit:
+                config[props.num_streams] = fit
+                model = self._compile(network, config)
+                count = fit
         compiled = _Compiled(model, [model.create_infer_request() for _ in range(count)])
         self._compiled[key] = compiled
         kept = [k for k in self._compiled if k[0] == mode]
         for old in kept[:-SHAPES_KEPT]:  # a job in flight holds its own request (and so its model)
             del self._compiled[old]
         return compiled
+
+    def _compile(self, network: Any, config: dict[Any, Any]) -> Any:
+        try:
+            return self._core.compile_model(network, "CPU", config)
+        except RuntimeError as exc:
+            raise ExportError(
+                f"OpenVINO cannot compile {self.onnx.path if self.onnx else 'the model'}: {str(exc).splitlines()[0]}"
+            ) from exc
+
+    def _frames_in_budget(self, shape: tuple[int, ...]) -> int:
+        """How many units of ``shape`` may be in flight at once under the memory budget (at least one)."""
+        n, h, w = shape[:3]
+        budget = self._budget if self._budget is not None else default_budget()
+        spec = self._model
+        assert spec is not None
+        per_unit = n * h * w * self.memory_cost(self.options.precision, spec)
+        return max(1, int(budget // max(per_unit, 1.0)))
 
     # ------------------------------------------------------------ one call
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
