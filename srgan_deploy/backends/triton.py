@@ -151,6 +151,7 @@ class TritonBackend(Backend[TritonOptions]):
         # ``load`` (the registry's loader for a local model file) is never called: the server has the model
         self.endpoint = Endpoint.parse(options.url)
         self.served = ""  # the Triton model name, resolved at open
+        self._identity: str | None = None  # the served model as a resumed job must find it again
         self.max_pixels: int | None = None  # frames above this are tiled here
         self.max_batch = 1
         self._input_name = "input"
@@ -424,6 +425,7 @@ class TritonBackend(Backend[TritonOptions]):
                 conn.close()
 
     def _release(self) -> None:
+        self._identity = None
         self._pool = None
         self._connections.clear()  # the same dict: __init__ made it, close() empties it
         self.served = ""
