@@ -38,8 +38,9 @@ from srgan_deploy.errors import BackendStateError, BackendUnavailableError, Expo
 from srgan_deploy.sources import OnnxLoader
 
 
-def physical_cores() -> int:
-    """Cores ORT should use: its intra-op pool gains nothing from SMT siblings."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (affinity, SMT siblings included): the all-cores session's intra-op
+    threads, as before (one image on every CPU; physical_core_count sizes the one-thread streams)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -192,7 +193,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
 
         self.onnx = self._load().require_uint8("onnxruntime")
         path = self.onnx.path
-        opts = self._session_options(self.options.threads or physical_cores())
+        opts = self._session_options(self.options.threads or usable_cpus())
         self.providers = self._providers()
         model: str | bytes = str(path)
         if self.providers == ["CPUExecutionProvider"]:
