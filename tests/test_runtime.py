@@ -527,6 +527,76 @@ def test_openvino_abandoned_stream_leaves_nothing_running(tiny_weights: Path, ca
         assert len(list(backend.upscale_many(frames[i : i + 1] for i in range(6)))) == 6
 
 
+def test_openvino_close_waits_for_requests_still_writing(tiny_weights: Path, cache_dir: Path) -> None:
+    """A stream its caller still holds when the backend closes: close waits for every started request, so
+    none writes into an output array after the backend (and the arrays' owners) let go."""
+    frames = frames_of((6, 64, 64), seed=4)
+    backend = make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir)
+    backend.open()
+    stream = backend.upscale_many(frames[i : i + 1] for i in range(6))
+    next(stream)
+    started = list(backend._in_flight)
+    assert started, "the stream keeps requests in flight"
+    backend.close()
+    assert all(job.done for job in started) and not backend._in_flight
+    stream.close()
+
+
+def test_openvino_a_frame_of_another_size_does_not_hold_back_the_stream(tiny_weights: Path, cache_dir: Path) -> None:
+    """One frame of size A, then many of size B: A's result comes out while B frames are still being read,
+    not after the whole input (which would keep every result in memory)."""
+    a, b = frames_of((1, 20, 24), seed=8), frames_of((12, 18, 18), seed=9)
+    read = []
+
+    def frames() -> Any:
+        yield a
+        for i in range(len(b)):
+            read.append(i)
+            yield b[i : i + 1]
+
+    with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as backend:
+        stream = backend.upscale_many(frames())
+        first = next(stream)
+        assert first.shape == (1, 80, 96, 3) and len(read) <= 4, f"{len(read)} frames read before the first result"
+        rest = list(stream)
+        assert len(rest) == 12 and np.array_equal(np.concatenate(rest), backend.upscale(b))
+
+
+def test_openvino_keeps_its_requests_and_cache_through_failures(
+    tiny_weights: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure before a request starts does not lose the request; compiled shapes stay within the budget;
+    OpenVINO's reason (not its source-file line) reaches the message."""
+    from srgan_deploy.backends.openvino import reason
+
+    frames = frames_of((3, 30, 30), seed=2)
+    with make_backend("openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir) as backend:
+        want = np.concatenate(list(backend.upscale_many(frames[i : i + 1] for i in range(3))))
+        real = backend._output_for
+        calls = iter([True])
+        monkeypatch.setattr(
+            backend,
+            "_output_for",
+            lambda u: (_ for _ in ()).throw(MemoryError("no")) if next(calls, False) else real(u),
+        )
+        with pytest.raises(MemoryError):
+            list(backend.upscale_many(frames[i : i + 1] for i in range(3)))
+        compiled = backend._compiled["throughput", (1, 30, 30, 3)]
+        assert len(compiled.idle) == len(compiled.requests)
+        assert np.array_equal(np.concatenate(list(backend.upscale_many(frames[i : i + 1] for i in range(3)))), want)
+        per_pixel = backend.bytes_per_pixel
+    budget = int(3 * 40 * 40 * per_pixel)  # three 40x40 frames' working sets
+    with make_backend(
+        "openvino", str(tiny_weights), precision="fp32", cache_dir=cache_dir, memory_budget=budget
+    ) as backend:
+        for side in (24, 32, 36, 40, 30):  # each fits alone; together they would not
+            backend.upscale(frames_of((1, side, side)))
+            assert sum(c.cost for c in backend._compiled.values()) <= budget
+        assert len(backend._compiled) < 5
+    text = "Exception from src/inference/src/cpp/core.cpp:117:\nException from src/x.cpp:9:\nFailed to allocate 4662000000 bytes\n"
+    assert reason(RuntimeError(text)) == "Failed to allocate 4662000000 bytes"
+
+
 def test_openvino_refuses_what_it_cannot_run() -> None:
     with pytest.raises(ConfigError, match="fp32 or bf16"):
         choose("openvino", Request(precision="fp16"))

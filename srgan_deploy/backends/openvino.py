@@ -42,12 +42,26 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 SHAPES_KEPT = 4  # compiled shapes kept per mode: a frame size, its edge tiles, a last odd frame
 
 
+def reason(exc: BaseException) -> str:
+    """OpenVINO's own words from one of its exceptions: the first lines only say which source file raised
+    ("Exception from src/inference/src/cpp/core.cpp:117:"); the reason is the last line that is not that."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("Exception from ")]
+    return (said or lines or [type(exc).__name__])[-1]
+
+
+def _out_of_memory(text: str) -> bool:
+    lowered = text.lower()
+    return "alloc" in lowered or "memory" in lowered
+
+
 @dataclass
 class _Compiled:
     """One static-shape compiled model and its infer requests; ``idle`` are those free to start."""
 
     model: Any
     requests: list[Any]
+    cost: float = 0.0  # bytes its streams hold for their frames, counted against the memory budget
     idle: deque[Any] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -62,6 +76,7 @@ class _Job:
     request: Any
     out: np.ndarray
     done: bool = False
+    error: ShapeError | None = None  # kept: a job waited twice (by another stream) fails twice
 
 
 class OpenVinoBackend(Backend[OpenVinoOptions]):
@@ -103,7 +118,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         try:
             self._network = self._core.read_model(str(self.onnx.path))
         except RuntimeError as exc:
-            raise ExportError(f"OpenVINO cannot read {self.onnx.path}: {str(exc).splitlines()[0]}") from exc
+            raise ExportError(f"OpenVINO cannot read {self.onnx.path}: {reason(exc)}") from exc
         self._model = self.onnx.spec
         # compile one small shape now: a graph OpenVINO cannot compile fails at open, not on the first frame
         probe = self._compiled_for("throughput", self._probe_shape())
@@ -133,7 +148,11 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         return str(compiled.model.get_property(hints.inference_precision).get_type_name())
 
     def _compiled_for(self, mode: str, shape: tuple[int, ...]) -> _Compiled:
-        """The model compiled for ``shape`` (N, H, W, 3) in ``mode`` ("latency" | "throughput"), cached."""
+        """The model compiled for ``shape`` (N, H, W, 3) in ``mode`` ("latency" | "throughput"), cached.
+
+        A compiled static-shape model keeps its streams' buffers until it is dropped, so the cache is bounded
+        twice: at most SHAPES_KEPT shapes per mode, and all of them together within the memory budget (the
+        oldest go first; the newest always stays)."""
         key = (mode, shape)
         found = self._compiled.get(key)
         if found is not None:
@@ -146,49 +165,63 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         try:
             network.reshape({network.inputs[0]: list(shape)})
         except RuntimeError as exc:
-            raise ShapeError(f"the network does not take a {shape} input: {str(exc).splitlines()[0]}") from exc
-        config: dict[Any, Any] = {
-            hints.inference_precision: OV_PRECISION[self.options.precision],
-            hints.performance_mode: hints.PerformanceMode.THROUGHPUT
-            if mode == "throughput"
-            else hints.PerformanceMode.LATENCY,
-        }
+            raise ShapeError(f"the network does not take a {shape} input: {reason(exc)}") from exc
+        per_unit = self._unit_cost(shape)
+        config: dict[Any, Any] = {hints.inference_precision: OV_PRECISION[self.options.precision]}
+        if mode == "throughput":
+            # every stream holds a frame's working set: on a many-core CPU the hint's streams times a large
+            # frame would exceed the memory budget, so the hint is told how many requests the budget holds
+            # (OpenVINO then makes no more streams than that)
+            fit = max(1, int(self._budget_bytes() // per_unit))
+            config[hints.performance_mode] = hints.PerformanceMode.THROUGHPUT
+            config[hints.num_requests] = min(fit, self.options.requests or fit)
+        else:
+            config[hints.performance_mode] = hints.PerformanceMode.LATENCY
         if self.options.threads:
             config[props.inference_num_threads] = self.options.threads
-        model = self._compile(network, config)
+        self._evict(keep_room=per_unit)
+        model = self._compile(network, config, shape)
         count = 1
         if mode == "throughput":
-            count = self.options.requests or int(model.get_property(props.optimal_number_of_infer_requests))
-            # every stream holds a frame's working set: on a many-core CPU the hint's streams times a large
-            # frame would exceed the memory budget, so no more streams (and requests) than the budget holds
-            fit = self._frames_in_budget(shape)
-            if count > fit:
-                config[props.num_streams] = fit
-                model = self._compile(network, config)
-                count = fit
-        compiled = _Compiled(model, [model.create_infer_request() for _ in range(count)])
+            count = max(
+                1, min(config[hints.num_requests], int(model.get_property(props.optimal_number_of_infer_requests)))
+            )
+        streams = int(model.get_property(props.num_streams)) if mode == "throughput" else 1
+        compiled = _Compiled(model, [model.create_infer_request() for _ in range(count)], cost=streams * per_unit)
         self._compiled[key] = compiled
         kept = [k for k in self._compiled if k[0] == mode]
         for old in kept[:-SHAPES_KEPT]:  # a job in flight holds its own request (and so its model)
             del self._compiled[old]
         return compiled
 
-    def _compile(self, network: Any, config: dict[Any, Any]) -> Any:
+    def _evict(self, keep_room: float) -> None:
+        """Drop the least recently used compiled shapes until ``keep_room`` more bytes fit the budget."""
+        budget = self._budget_bytes()
+        while self._compiled and sum(c.cost for c in self._compiled.values()) + keep_room > budget:
+            self._compiled.popitem(last=False)
+
+    def _compile(self, network: Any, config: dict[Any, Any], shape: tuple[int, ...]) -> Any:
         try:
             return self._core.compile_model(network, "CPU", config)
         except RuntimeError as exc:
-            raise ExportError(
-                f"OpenVINO cannot compile {self.onnx.path if self.onnx else 'the model'}: {str(exc).splitlines()[0]}"
-            ) from exc
+            why = reason(exc)
+            if _out_of_memory(why):  # static shapes allocate at compile: the caller retries with smaller tiles
+                raise ShapeError(f"OpenVINO ran out of memory for a {shape} input: {why}") from exc
+            name = self.onnx.path if self.onnx else "the model"
+            raise ExportError(f"OpenVINO cannot compile {name}: {why}") from exc
 
-    def _frames_in_budget(self, shape: tuple[int, ...]) -> int:
-        """How many units of ``shape`` may be in flight at once under the memory budget (at least one)."""
+    def _budget_bytes(self) -> int:
+        """The memory budget, also while opening (the base class fixes it only once open has returned)."""
+        if self._budget is not None:
+            return self._budget
+        return self.options.memory_budget if self.options.memory_budget is not None else default_budget()
+
+    def _unit_cost(self, shape: tuple[int, ...]) -> float:
+        """Bytes one unit of ``shape`` needs while it runs (the registry's measured cost per input pixel)."""
         n, h, w = shape[:3]
-        budget = self._budget if self._budget is not None else default_budget()
         spec = self._model
         assert spec is not None
-        per_unit = n * h * w * self.memory_cost(self.options.precision, spec)
-        return max(1, int(budget // max(per_unit, 1.0)))
+        return max(1.0, n * h * w * self.memory_cost(self.options.precision, spec))
 
     # ------------------------------------------------------------ one call
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:
@@ -211,12 +244,10 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         request = compiled.requests[0]
         out = self._output_for(unit)
         request.set_output_tensor(0, self._tensor(out))
-        try:
-            request.infer({0: unit}, share_inputs=False)
+        try:  # share_outputs: infer() would otherwise return a copy of what it just wrote into ``out``
+            request.infer({0: unit}, share_inputs=False, share_outputs=True)
         except RuntimeError as exc:
-            raise ShapeError(
-                f"OpenVINO failed on a {unit.shape} batch: {str(exc).splitlines()[0]}; try --tile 256"
-            ) from exc
+            raise ShapeError(f"OpenVINO failed on a {unit.shape} batch: {reason(exc)}; try --tile 256") from exc
         return out
 
     def _output_for(self, unit: np.ndarray) -> np.ndarray:
@@ -235,40 +266,52 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         """Start ``unit`` on an idle throughput request, first finishing the oldest job when none is idle."""
         compiled = self._compiled_for("throughput", unit.shape)
         while not compiled.idle:
-            oldest = next(job for job in self._in_flight if not job.done and job.compiled is compiled)
+            oldest = next(job for job in self._in_flight if job.compiled is compiled)
             self._wait(oldest)
+        out = self._output_for(unit)  # before a request is taken: a failure here must not lose one
         request = compiled.idle.popleft()
-        out = self._output_for(unit)
-        request.set_output_tensor(0, self._tensor(out))
-        job = _Job(compiled, request, out)
         try:
+            request.set_output_tensor(0, self._tensor(out))
             request.start_async({0: unit}, share_inputs=False)
         except RuntimeError as exc:
             compiled.idle.append(request)
-            raise ShapeError(f"OpenVINO cannot start a {unit.shape} batch: {str(exc).splitlines()[0]}") from exc
+            raise ShapeError(f"OpenVINO cannot start a {unit.shape} batch: {reason(exc)}") from exc
+        except BaseException:
+            compiled.idle.append(request)
+            raise
+        job = _Job(compiled, request, out)
         self._in_flight.append(job)
         return job
 
     def _wait(self, job: _Job) -> np.ndarray:
+        """The job's output once its request is done; its error every time it is asked for (another stream
+        may have waited for it first)."""
         if not job.done:
             job.done = True
             self._in_flight.remove(job)
             try:
                 job.request.wait()
             except RuntimeError as exc:
-                raise ShapeError(f"OpenVINO inference failed: {str(exc).splitlines()[0]}; try --tile 256") from exc
+                job.error = ShapeError(f"OpenVINO inference failed: {reason(exc)}; try --tile 256")
+                raise job.error from exc
             finally:
                 job.compiled.idle.append(job.request)
+        if job.error is not None:
+            raise job.error
         return job.out
 
     def _drain(self) -> None:
-        """On an error or an abandoned stream: let every started request finish, so none runs on into a
-        buffer that is gone. Their own errors are dropped: the error that got us here is the one to report."""
+        """Let every started request finish, so none runs on into an output array that is gone (on an error,
+        an abandoned stream, or close). Their own errors stay with their jobs: the error that got us here is
+        the one to report."""
         while self._in_flight:
             try:
                 self._wait(self._in_flight[0])
             except ShapeError:
                 continue
+
+    def _close(self) -> None:
+        self._drain()  # a stream still referenced by its caller may have requests writing into its arrays
 
     def _stream(self, units: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Units through the throughput requests, each started as soon as a request is idle; in order."""
@@ -301,8 +344,12 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
                     yield self.upscale(batch)
                     continue
                 step = self.model.batch or 1
-                groups.append([self._start(batch[i : i + step]) for i in range(0, len(batch), step)])
-                while groups and all(job.done for job in groups[0]):
+                group = [self._start(batch[i : i + step]) for i in range(0, len(batch), step)]
+                groups.append(group)
+                # in flight: at most the requests of the current shape; a frame of another shape ahead of them
+                # is waited for rather than left to hold back every result behind it
+                cap = len(group[-1].compiled.requests)
+                while groups and (all(job.done for job in groups[0]) or len(self._in_flight) > cap):
                     yield self._collect(groups.popleft())
             while groups:
                 yield self._collect(groups.popleft())

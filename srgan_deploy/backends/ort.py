@@ -386,7 +386,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                 # the next batch, while this one is still running (one call at a time never had that hazard)
                 batch = np.array(batch, copy=True)
                 groups.append((batch, [self._submit(batch[i : i + step], limit) for i in range(0, len(batch), step)]))
-                while groups and (one_by_one or all(f.done() for f in groups[0][1])):
+                # finished results count too: behind a slow first frame they would otherwise pile up
+                while groups and (one_by_one or all(f.done() for f in groups[0][1]) or len(self._in_flight) > limit):
                     one_by_one = yield from self._hand_out(groups, one_by_one)
             while groups:
                 one_by_one = yield from self._hand_out(groups, one_by_one)
@@ -412,15 +413,23 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                 raise
             self._drain()
             self.notify(f"out of memory with {self.streams} frames at once; running one frame at a time")
+            self._stop_streams()  # its arena never shrinks: the one-at-a-time calls need that memory back
             yield self.upscale(batch)
             return True
         yield out
         return False
 
-    def _close(self) -> None:
-        """Let a stream's queued frames go and its running ones finish, then end the pool's threads."""
+    def _stop_streams(self) -> None:
+        """Let a stream's queued frames go and its running ones finish, end the pool's threads and drop the
+        stream session (and with it its memory arena)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        self._stream_session = None
+        self.streams = 0
+
+    def _close(self) -> None:
+        self._stop_streams()
 
     def _release(self) -> None:
         self._in_flight.clear()
