@@ -22,6 +22,7 @@ import numpy as np
 
 from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.config import ModelConfig
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import ConfigError
 from srgan_deploy.spec import ModelSpec, srresnet_flops_per_pixel
 
@@ -130,7 +131,7 @@ def machine_info() -> dict[str, Any]:
         "host": platform.node(),
         "cpu": cpu_name(),
         "cpu_features": cpu_features(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cpus(),
         "gpu": gpu_info(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from srgan_deploy.cli import app, fill_optional_values
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.dedup import DedupRule, collapse, parse_rule
 from srgan_deploy.errors import ConfigError, OutputError, OutputExistsError
 from srgan_deploy.jobs.coordinator import QueueOptions, Reporter, run_queue
@@ -487,7 +488,7 @@ def test_worker_specs_share_cores_budget_and_gpus() -> None:
     from srgan_deploy.sources import Weights
 
     cpu = worker_specs(Choice("onnxruntime", OrtOptions(memory_budget=None), "t"), Weights(None), 2, ["cpu"])
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     assert [s.choice.options.threads for s in cpu] == [max(1, cores // 2)] * 2  # type: ignore[union-attr]
     budgets = {s.choice.options.memory_budget for s in cpu}
     assert len(budgets) == 1 and next(iter(budgets)) > 0  # type: ignore[operator]
@@ -860,10 +861,10 @@ def test_machine_caps_the_worker_processes(monkeypatch: pytest.MonkeyPatch, tmp_
     """--workers 999 on a 1-second clip started hundreds of processes (236 and 7 GB after 40 s)."""
     from srgan_deploy import memory
     from srgan_deploy.jobs import Reporter as Events
-    from srgan_deploy.jobs import VideoJobOptions, upscale_videos, videos
+    from srgan_deploy.jobs import VideoJobOptions, upscale_videos, videos, workers
     from srgan_deploy.jobs.workers import machine_cap
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 4)  # affinity, or a container's CPU quota
     monkeypatch.setattr(memory, "available_memory", lambda: 100 * 2**30)
     assert machine_cap(999, None) == (4, "this machine has 4 core(s)")
     assert machine_cap(3, None) == (3, "")

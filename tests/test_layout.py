@@ -139,6 +139,7 @@ RUNTIME = (
     "srgan_deploy.cache",
     "srgan_deploy.files",
     "srgan_deploy.notices",
+    "srgan_deploy.cpus",
 )
 STAGES = (
     "srgan_deploy.cli",
@@ -241,6 +242,7 @@ def test_files_and_notices_are_leaves() -> None:
     graph = import_graph()
     assert graph["srgan_deploy.files"] == set()
     assert graph["srgan_deploy.notices"] == set()
+    assert graph["srgan_deploy.cpus"] == set()  # sizes threads for every layer: imports nothing of ours
 
 
 def test_the_cli_reaches_video_jobs_through_the_jobs_package_only() -> None:

@@ -7,7 +7,6 @@ specs without touching anything else.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.options import Request, TensorRTOptions, TorchOptions
 from srgan_deploy.backends.registry import BackendEntry, Choice, choose, create, entry_for
 from srgan_deploy.config import ModelConfig
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import ConfigError, UnknownBackendError
 from srgan_deploy.memory import bytes_per_pixel
 from srgan_deploy.notices import say_on_stderr
@@ -128,7 +128,7 @@ def test_a_new_backend_is_one_module_and_one_entry(monkeypatch: pytest.MonkeyPat
         assert backend.upscale(frames).shape == (2, 20, 28, 3)
 
     specs = worker_specs(choose("echo", Request(device="cpu")), Weights(None), 2, ["cpu"])
-    assert [s.choice.options.threads for s in specs] == [max(1, (os.cpu_count() or 1) // 2)] * 2  # type: ignore[attr-defined]
+    assert [s.choice.options.threads for s in specs] == [max(1, usable_cpus() // 2)] * 2  # type: ignore[attr-defined]
     gpus = worker_specs(choose("echo", Request(device="cuda:0")), Weights(None), 2, ["cuda:0", "cuda:1"])
     assert [s.choice.options.device for s in gpus] == ["cuda:0", "cuda:1"]  # type: ignore[attr-defined]
     assert on_gpu(gpus[1], 0).choice.options.device == "cuda:0"  # type: ignore[attr-defined]

@@ -744,3 +744,17 @@ def test_onnxruntime_abandoned_or_failing_stream_leaves_nothing_running(tiny_wei
         b._stream_session = real
         assert len(list(b.upscale_many(frames[i : i + 1] for i in range(8)))) == 8
     assert b._pool is None and b._stream_session is None and b.streams == 0
+
+
+def test_a_containers_cpu_quota_caps_the_threads_and_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker --cpus=2 on a big host: affinity lists every host CPU, the cgroup quota says 2."""
+    from srgan_deploy import cpus as ort
+
+    cpu_max = tmp_path / "cpu.max"
+    for text, want in (("200000 100000\n", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", None)):
+        cpu_max.write_text(text)
+        assert ort.cpu_quota(cpu_max) == want
+    assert ort.cpu_quota(tmp_path / "missing") is None
+    cpu_max.write_text("100000 100000")
+    monkeypatch.setattr(ort, "CPU_MAX", cpu_max)
+    assert ort.usable_cpus() == 1 and ort.physical_core_count() == 1

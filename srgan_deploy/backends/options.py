@@ -7,11 +7,11 @@ these, resolving every ``auto`` explicitly and saying so.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -25,7 +25,7 @@ def _check_tile(tile: int | None) -> None:
 def _check_threads(threads: int | None) -> None:
     if threads is None:
         return
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if not 1 <= threads <= 4 * cores:
         # far more threads than cores only thrashes; a huge count hangs onnxruntime or crashes oneDNN
         raise ConfigError(f"--threads {threads} must be between 1 and {4 * cores} (this machine has {cores} cores)")

@@ -20,11 +20,9 @@ stream session's grows to what the frames running at once need, which the memory
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,38 +32,9 @@ from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
+from srgan_deploy.cpus import physical_core_count, usable_cpus
 from srgan_deploy.errors import BackendStateError, BackendUnavailableError, ExportError, OutputError, ShapeError
 from srgan_deploy.sources import OnnxLoader
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (affinity, SMT siblings included): the all-cores session's intra-op
-    threads, as before (one image on every CPU; physical_core_count sizes the one-thread streams)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def physical_core_count() -> int:
-    """Physical cores among the CPUs this process may run on: how many frames a stream runs at once. Two
-    one-thread frames on SMT siblings of one core would share its vector units and double the memory in
-    flight for little gain. Falls back to the CPUs allowed where Linux's topology files are missing."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(
-                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
-            )
-        except OSError:
-            return max(1, len(cpus))
-    return max(1, len(cores))
-
 
 # A batch of a stream and its frames' runs (one future per frame, or per fixed batch of the network)
 _Group = tuple[np.ndarray, list["Future[np.ndarray]"]]

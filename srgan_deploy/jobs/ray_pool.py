@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import BackendUnavailableError, SrganDeployError
 from srgan_deploy.files import atomic_write_bytes, captured_stderr
 from srgan_deploy.jobs.events import Done, Failed, Note, Progress, describe
@@ -160,7 +161,7 @@ class RayPool:
             # Ray runs its workers at nice 15 by default: on a machine doing anything else they would
             # crawl (measured here: 10x slower beside a training job). A local Ray is this user's own job.
             os.environ.setdefault("RAY_worker_niceness", "0")
-            kwargs: dict[str, Any] = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 80 * 1024 * 1024}
+            kwargs: dict[str, Any] = {"num_cpus": usable_cpus(), "object_store_memory": 80 * 1024 * 1024}
         else:
             # ray.init retries an address that does not answer for minutes, printing gRPC warnings all along,
             # and cannot be stopped once called: a closed port is found by a plain TCP connection, and a

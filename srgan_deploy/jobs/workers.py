@@ -19,6 +19,7 @@ from typing import Any
 
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.backends.registry import Choice, entry_for
+from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import ConfigError, SrganDeployError
 from srgan_deploy.jobs.events import Done, Event, Failed, Note, Progress, describe
 from srgan_deploy.jobs.render import SegmentTask, render_segment
@@ -58,7 +59,7 @@ def worker_specs(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     specs = []
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     entry = entry_for(choice.name)
     for n in range(workers):
         options: Any = choice.options
@@ -169,7 +170,7 @@ def machine_cap(workers: int, budget: int | None) -> tuple[int, str]:
     and 7 GB before the first frame; fewer workers do the same work."""
     from srgan_deploy.memory import available_memory
 
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     count, why = workers, ""
     if count > cores:
         count, why = cores, f"this machine has {cores} core(s)"
