@@ -33,6 +33,7 @@ from srgan_deploy.artifacts import OnnxModel
 from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OpenVinoOptions
+from srgan_deploy.cpus import cpu_quota, usable_cpus
 from srgan_deploy.errors import ExportError, ShapeError
 from srgan_deploy.memory import default_budget
 from srgan_deploy.sources import OnnxLoader
@@ -177,8 +178,9 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
             config[hints.num_requests] = min(fit, self.options.requests or fit)
         else:
             config[hints.performance_mode] = hints.PerformanceMode.LATENCY
-        if self.options.threads:
-            config[props.inference_num_threads] = self.options.threads
+        threads = self.options.threads or (usable_cpus() if cpu_quota() is not None else None)
+        if threads:  # a container's CPU quota counts too: its host's cores are not all ours
+            config[props.inference_num_threads] = threads
         self._evict(keep_room=per_unit)
         model = self._compile(network, config, shape)
         count = 1
