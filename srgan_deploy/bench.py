@@ -22,7 +22,7 @@ import numpy as np
 
 from srgan_deploy.backends.options import TritonServer
 from srgan_deploy.config import ModelConfig
-from srgan_deploy.cpus import usable_cpus
+from srgan_deploy.cpus import cpu_features, cpu_name, usable_cpus
 from srgan_deploy.errors import ConfigError
 from srgan_deploy.spec import ModelSpec, srresnet_flops_per_pixel
 
@@ -97,31 +97,6 @@ def peak_precision(device: str, precision: str) -> str:
     if device == "cuda":
         return "fp32" if precision == "fp32" else "fp16"
     return "bf16" if precision == "bf16" else "fp32"
-
-
-CPU_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2")
-
-
-def cpu_features() -> list[str]:
-    """The CPU features that decide which kernels oneDNN, OpenVINO and onnxruntime run (most capable first)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in CPU_FEATURES if f in flags]
-    except OSError:
-        pass
-    return []
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:

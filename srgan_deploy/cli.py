@@ -430,6 +430,8 @@ def info(
             if key != "config" and value is not None:
                 out.print(f"  {key}: {value}", markup=False)
         return
+    from srgan_deploy.cpus import CPU_FEATURES
+
     data = collect()
     if as_json:
         out.print_json(json.dumps(data))
@@ -442,6 +444,13 @@ def info(
     for name, b in data["backends"].items():
         backends.add_row(name, "[green]yes[/]" if b["available"] else "[red]no[/]", escape(b["detail"]))
     out.print(backends)
+    cpu = data["cpu"]
+    quota = f", container quota {cpu['quota']}" if cpu["quota"] else ""
+    out.print(
+        f"CPU: {cpu['name']}, {cpu['usable_cpus']} usable CPU(s) / {cpu['physical_cores']} core(s){quota}; "
+        f"features: {', '.join(cpu['features']) or 'none of ' + ', '.join(CPU_FEATURES)}",
+        markup=False,
+    )
     gpu = data["gpu"]
     out.print(
         f"GPU: {gpu['name']} (sm {gpu['compute_capability']}, {gpu['memory_gib']} GiB, CUDA {gpu['cuda_runtime']})"

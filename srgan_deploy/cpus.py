@@ -6,6 +6,7 @@ physical cores those are. Every place that sizes threads, streams or workers ask
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
@@ -57,3 +58,39 @@ def physical_core_count() -> int:
             return usable_cpus()
     quota = cpu_quota()
     return max(1, min(len(cores), quota) if quota else len(cores))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+CPU_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2")
+
+
+def cpu_features() -> list[str]:
+    """The CPU features that decide which kernels oneDNN, OpenVINO and onnxruntime run (most capable first)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FEATURES if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_report() -> dict[str, object]:
+    """What `info` says about the CPU: a figure quoted from `bench` means little without it (kinds change)."""
+    return {
+        "name": cpu_name(),
+        "usable_cpus": usable_cpus(),
+        "physical_cores": physical_core_count(),
+        "quota": cpu_quota(),
+        "features": cpu_features(),
+    }

@@ -92,9 +92,12 @@ def collect() -> dict[str, Any]:
         except SrganDeployError as exc:
             models[name] = {"path": str(path), "error": str(exc)}
     backends = {name: {"available": ok, "detail": why} for name, (ok, why) in availability().items()}
+    from srgan_deploy.cpus import cpu_report
+
     return {
         "versions": versions,
         "backends": backends,
+        "cpu": cpu_report(),
         "gpu": gpu_info(),
         "default_model": DEFAULT_MODEL,
         "models": models,

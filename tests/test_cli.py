@@ -120,12 +120,17 @@ def test_info_json_reports_backends_and_default_model() -> None:
     model = data["models"][data["default_model"]]
     assert "provenance" in model and "placeholder" in model
     assert data["versions"]["torch"]
+    cpu = data["cpu"]  # what a quoted bench figure needs beside it: the CPU kind changes between machines
+    from srgan_deploy.cpus import usable_cpus
+
+    assert cpu["name"] and cpu["usable_cpus"] == usable_cpus() and 1 <= cpu["physical_cores"] <= cpu["usable_cpus"]
+    assert isinstance(cpu["features"], list)
 
 
 def test_info_table() -> None:
     code, out, _ = run("info")
     assert code == 0
-    assert "backends" in out and "model" in out
+    assert "backends" in out and "model" in out and "CPU: " in out
 
 
 def test_eval_json_schema(tmp_path: Path, image_dir: Path, tiny_weights: Path) -> None:
