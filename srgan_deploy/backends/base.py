@@ -172,8 +172,7 @@ class Backend(ABC, Generic[O]):
             try:
                 return self._upscale_planned(frames, tile)
             except (MemoryError, ShapeError) as exc:
-                text = str(exc).lower()
-                if retries == 2 or not (isinstance(exc, MemoryError) or "alloc" in text or "memory" in text):
+                if retries == 2 or not out_of_memory(exc):
                     raise
                 edge = tile if isinstance(tile, int) else max(h, w) if tile is None else max(tile)
                 smaller = max(2 * self.overlap + 16, (edge // 2) // 16 * 16)
@@ -234,6 +233,15 @@ class Backend(ABC, Generic[O]):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device_label, "options": repr(self.options)}
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the runtime ran out of memory (Python's MemoryError, itself or as the cause, or a
+    runtime's own words for it): the one rule the tile-halving retry and the backends' fallbacks share."""
+    if isinstance(exc, MemoryError) or isinstance(exc.__cause__, MemoryError):
+        return True
+    text = str(exc).lower()
+    return "alloc" in text or "memory" in text
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel
-from srgan_deploy.backends.base import Backend, check_frames
+from srgan_deploy.backends.base import Backend, check_frames, out_of_memory
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OpenVinoOptions
 from srgan_deploy.cpus import cpu_quota, usable_cpus
@@ -49,11 +49,6 @@ def reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     said = [line for line in lines if not line.startswith("Exception from ")]
     return (said or lines or [type(exc).__name__])[-1]
-
-
-def _out_of_memory(text: str) -> bool:
-    lowered = text.lower()
-    return "alloc" in lowered or "memory" in lowered
 
 
 @dataclass
@@ -207,7 +202,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
             return self._core.compile_model(network, "CPU", config)
         except RuntimeError as exc:
             why = reason(exc)
-            if _out_of_memory(why):  # static shapes allocate at compile: the caller retries with smaller tiles
+            if out_of_memory(exc):  # static shapes allocate at compile: the caller retries with smaller tiles
                 raise ShapeError(f"OpenVINO ran out of memory for a {shape} input: {why}") from exc
             name = self.onnx.path if self.onnx else "the model"
             raise ExportError(f"OpenVINO cannot compile {name}: {why}") from exc

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from srgan_deploy.artifacts import OnnxModel, ShapeProfile
-from srgan_deploy.backends.base import Backend, check_frames
+from srgan_deploy.backends.base import Backend, check_frames, out_of_memory
 from srgan_deploy.backends.fit import needs_fitting, run_fitted, static_tile
 from srgan_deploy.backends.options import OrtOptions
 from srgan_deploy.cache import cache_dir
@@ -353,7 +353,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                     continue
                 # our own copy: a caller may refill the buffer it passed as soon as the generator asks for
                 # the next batch, while this one is still running (one call at a time never had that hazard)
-                batch = np.array(batch, copy=True)
+                if np.may_share_memory(batch, raw):  # check_frames copies only non-contiguous input
+                    batch = np.array(batch, copy=True)
                 groups.append((batch, [self._submit(batch[i : i + step], limit) for i in range(0, len(batch), step)]))
                 # finished results count too: behind a slow first frame they would otherwise pile up
                 while groups and (one_by_one or all(f.done() for f in groups[0][1]) or len(self._in_flight) > limit):
@@ -377,8 +378,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
         try:
             out = self._collect(group)
         except (MemoryError, ShapeError) as exc:
-            text = str(exc).lower()
-            if not (isinstance(exc.__cause__ or exc, MemoryError) or "alloc" in text or "memory" in text):
+            if not out_of_memory(exc):
                 raise
             self._drain()
             self.notify(f"out of memory with {self.streams} frames at once; running one frame at a time")
