@@ -94,9 +94,14 @@ def model_name(source: ModelSource) -> str:
 
 
 def digest(source: ModelSource) -> str:
-    """SHA-256 of the model file: what a resumed job checks to know the model did not change."""
+    """SHA-256 of the model file: what a resumed job checks to know the model did not change (for a foreign
+    ONNX, with its settings file's)."""
     from srgan_deploy.weights import file_sha256, resolve_weights
 
+    if isinstance(source, OnnxFile) and not is_ours(source.path):
+        from srgan_deploy.export.foreign import identity
+
+        return identity(source.path)
     path = resolve_weights(source.name_or_path) if isinstance(source, Weights) else source.path
     return file_sha256(path)
 

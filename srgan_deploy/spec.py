@@ -20,6 +20,7 @@ from srgan_deploy.errors import ModelError
 SCALES = (1, 2, 3, 4, 8)
 DTYPES = ("float32", "float16", "uint8")
 LAYOUTS = ("NCHW", "NHWC")
+UNIT_RANGE = (0.0, 1.0)
 # Peak live float activations per LR pixel per generator channel of SRResNet x4, counted on the bundled
 # graphs with the counter foreign graphs get (export/foreign.py graph_cost; tests/test_foreign_models.py
 # checks it): the PReLU after the last PixelShuffle reads and writes 64 channels at 4x = 2 x 16 floats per
@@ -46,6 +47,8 @@ class ModelSpec:
     output_name: str = "output"
     flops_per_pixel: float | None = None  # multiply-adds x 2 per LR input pixel; None = unknown
     exact_tiling: bool = True  # False: the output depends on the whole frame, tiles are an approximation
+    value_range: tuple[float, float] = UNIT_RANGE  # what black and white are in the network's own input/output
+    bgr: bool = False  # the network takes and returns channels in B, G, R order
     name: str = ""
     config: ModelConfig | None = None
 
@@ -69,6 +72,9 @@ class ModelSpec:
             )
         if (self.static_hw is not None and min(self.static_hw) < 1) or (self.batch is not None and self.batch < 1):
             raise ModelError(f"invalid static shape {self.static_hw} / batch {self.batch} in the model spec")
+        lo, hi = self.value_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ModelError(f"invalid value range {list(self.value_range)}: black must be below white, both finite")
 
     # ------------------------------------------------------------------ made from SRResNet's config
     @classmethod
@@ -118,6 +124,7 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["static_hw"] = list(self.static_hw) if self.static_hw is not None else None
+        data["value_range"] = list(self.value_range)
         data["config"] = asdict(self.config) if self.config is not None else None
         return data
 
@@ -131,6 +138,7 @@ class ModelSpec:
             static = data.get("static_hw")
             batch = data.get("batch")
             flops = data.get("flops_per_pixel")
+            lo, hi = data.get("value_range", UNIT_RANGE)
             return cls(
                 scale=int(data["scale"]),
                 overlap=int(data["overlap"]),
@@ -146,6 +154,8 @@ class ModelSpec:
                 output_name=str(data.get("output_name", "output")),
                 flops_per_pixel=float(flops) if flops is not None else None,
                 exact_tiling=bool(data.get("exact_tiling", True)),
+                value_range=(float(lo), float(hi)),
+                bgr=bool(data.get("bgr", False)),
                 name=str(data.get("name", "")),
                 config=config,
             )
@@ -172,7 +182,20 @@ class ModelSpec:
         colour = "RGB" if self.in_channels == 3 else "grey (runs on luma, chroma bicubic)"
         batch = f", batch {self.batch}" if self.batch else ""
         tiling = "" if self.exact_tiling else ", tiles approximate (the output depends on the whole frame)"
-        return f"x{self.scale} {colour}, {self.dtype} {self.layout}, {shape}{batch}, overlap {self.overlap}px{tiling}"
+        values = (
+            ""
+            if self.value_range == UNIT_RANGE
+            else f", values in [{_num(self.value_range[0])}, {_num(self.value_range[1])}]"
+        )
+        order = ", BGR" if self.bgr and self.in_channels == 3 else ""
+        return (
+            f"x{self.scale} {colour}{order}, {self.dtype} {self.layout}, {shape}{batch}{values}, "
+            f"overlap {self.overlap}px{tiling}"
+        )
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
 
 
 def srresnet_flops_per_pixel(config: ModelConfig) -> float:

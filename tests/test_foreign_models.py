@@ -598,3 +598,125 @@ def test_an_odd_video_output_is_cropped_for_yuv420p_with_a_warning(
             sizes[pix_fmt] = (stream.width, stream.height, sum(1 for _ in container.decode(video=0)))
         assert ("cropped to 188x140" in result.stderr) == (pix_fmt == "yuv420p"), result.stderr
     assert sizes == {"yuv420p": (188, 140, 3), "yuv444p": (189, 141, 3)}
+
+
+# ----------------------------------------------------------------------------- value ranges and channel order
+
+
+class Trained255(nn.Module):
+    """x4, trained on [0, 255] (EDSR's convention): a mean shift, and an input floor that only makes sense on
+    that scale (fed [0, 1], every pixel is below it and the picture is lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.normal_(0.0, 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = F.interpolate(torch.clamp(x, min=20.0), scale_factor=4, mode="bicubic", align_corners=False)
+        return base + 0.5 * F.pixel_shuffle(self.conv(x - 114.0), 4)
+
+
+class TanhBgr(nn.Module):
+    """x2 with a tanh output in [-1, 1], channels B, G, R, and a detail branch that is not the same for every
+    channel order (so feeding RGB would show)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.normal_(0.0, 0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.clamp(F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False), -0.99, 0.99)
+        blue_boost = 0.3 * x[:, :1] - 0.3 * x[:, 2:]
+        detail = F.pixel_shuffle(self.conv(x), 2) + F.interpolate(blue_boost, scale_factor=2, mode="nearest")
+        return torch.tanh(0.5 * torch.log((1 + z) / (1 - z)) + detail)
+
+
+def test_a_network_trained_on_0_255_is_measured_and_fed_its_range(tmp_path: Path, cache: Path) -> None:
+    torch.manual_seed(1)
+    net = Trained255().eval()
+    path = export(net, tmp_path / "edsr_like.onnx", Case(Trained255, 4, 2))
+    said: list[str] = []
+    model = resolve_onnx(path, cache, said.append)
+    assert model.spec.value_range == (0.0, 255.0)
+    assert any("takes values in [0, 255] (measured" in s and "edsr_like.onnx.json" in s for s in said), said
+    batch = frames(2, 24, 32, seed=4)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(batch).permute(0, 3, 1, 2).float()).numpy()  # [0, 255] in and out
+    expected8 = np.clip(np.round(expected), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for backend in ("onnxruntime", "openvino"):
+        with make_backend(backend, path, device="cpu", cache_dir=cache, precision="fp32") as runner:
+            assert within_one(runner.upscale(batch), expected8) >= 0.999, backend
+    assert within_one(OriginalReference(path, model.spec)(batch), expected8) >= 0.999
+
+
+def test_a_settings_file_names_the_range_and_channel_order(tmp_path: Path, cache: Path) -> None:
+    torch.manual_seed(2)
+    net = TanhBgr().eval()
+    path = export(net, tmp_path / "tanh_bgr.onnx", Case(TanhBgr, 2, 2))
+    batch = frames(2, 20, 28, seed=5)
+    with torch.no_grad():
+        x = torch.from_numpy(batch[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1  # BGR in [-1, 1]
+        y = ((net(x) + 1) * 127.5).numpy()[:, ::-1]  # back to RGB [0, 255]
+    expected = np.clip(np.round(y), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+    unsaid = resolve_onnx(path, cache, lambda _: None)  # without the file: measured, a [0, 1] RGB network
+    assert (unsaid.spec.value_range, unsaid.spec.bgr) == ((0.0, 1.0), False)
+    with make_backend("onnxruntime", path, device="cpu", cache_dir=cache) as runner:
+        assert within_one(runner.upscale(batch), expected) < 0.9
+
+    (tmp_path / "tanh_bgr.onnx.json").write_text('{"value_range": [-1, 1], "channel_order": "BGR"}')
+    said: list[str] = []
+    model = resolve_onnx(path, cache, said.append)
+    assert model.path != unsaid.path and (model.spec.value_range, model.spec.bgr) == ((-1.0, 1.0), True)
+    assert not any("takes values in" in s for s in said)  # said by the user, not measured
+    assert any("BGR" in s and "values in [-1, 1]" in s for s in said), said
+    for backend in ("onnxruntime", "openvino"):
+        with make_backend(backend, path, device="cpu", cache_dir=cache, precision="fp32") as runner:
+            assert within_one(runner.upscale(batch), expected) >= 0.999, backend
+
+    from srgan_deploy.sources import OnnxFile, digest
+
+    before = digest(OnnxFile(path))
+    (tmp_path / "tanh_bgr.onnx.json").write_text('{"value_range": [-1, 1]}')
+    assert digest(OnnxFile(path)) != before  # a resumed video job made with the other settings starts over
+    assert resolve_onnx(path, cache, lambda _: None).spec.bgr is False
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{nope", "is not readable JSON"),
+        ('{"value_range": [1, -1]}', "black < white"),
+        ('{"value_range": [0, "255"]}', "black < white"),
+        ('{"channel_order": "GRB"}', 'must be "RGB" or "BGR"'),
+        ('{"range": [0, 1]}', "unknown key(s) range"),
+        ("[0, 1]", "must be a JSON object"),
+    ],
+)
+def test_a_settings_file_that_cannot_be_used_is_one_line(
+    files: dict[str, Path], cache: Path, tmp_path: Path, text: str, words: str
+) -> None:
+    import shutil
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(files["espcn3x"], path)
+    (tmp_path / "m.onnx.json").write_text(text)
+    result = cli(["info", "-w", str(path)], cache)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and words in errors[0] and "m.onnx.json" in errors[0], (
+        result.stderr
+    )
+
+
+def test_the_range_rule_switches_only_when_unit_range_breaks_the_picture() -> None:
+    from srgan_deploy.export.foreign import pick_range
+
+    inf = float("inf")
+    assert pick_range({(0.0, 1.0): 38.0, (-1.0, 1.0): 45.0, (0.0, 255.0): 12.0}) == (0.0, 1.0)  # a sub-range works
+    assert pick_range({(0.0, 1.0): -26.0, (-1.0, 1.0): -10.0, (0.0, 255.0): 48.0}) == (0.0, 255.0)
+    assert pick_range({(0.0, 1.0): 15.0, (-1.0, 1.0): 31.0, (0.0, 255.0): -inf}) == (-1.0, 1.0)
+    assert pick_range({(0.0, 1.0): 8.0, (-1.0, 1.0): 12.0, (0.0, 255.0): 18.0}) == (0.0, 1.0)  # nothing looks right

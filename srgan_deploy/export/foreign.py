@@ -7,6 +7,8 @@ graph cached under the cache dir, keyed by the file's sha256:
    static or dynamic height/width and batch. What cannot run is refused with one line saying why.
 2. a small probe run on onnxruntime finds the scale (1, 2, 3, 4 or 8) and the size multiple the network
    needs (it runs at 64+m for the first m that gives exactly scale x the input);
+   The value range the network works in ([0, 1], [-1, 1] or [0, 255]) is measured on a smooth image, or
+   read from ``<model>.onnx.json`` with its channel order (``read_settings``); both go into the spec.
 3. an impulse probe finds the overlap tiles need: one input pixel changed, and how far (in input pixels)
    the output moves. Why measure: a foreign graph's receptive field is unknown, and tiles stitched with less
    overlap than it differ from the whole frame. A network whose output moves everywhere (global pooling,
@@ -29,7 +31,7 @@ import numpy as np
 from srgan_deploy.artifacts import OnnxModel, is_ours
 from srgan_deploy.errors import ExportError, ModelError, ParityError
 from srgan_deploy.notices import Notify
-from srgan_deploy.spec import ACTIVATIONS_PER_WIDTH, SCALES, ModelSpec
+from srgan_deploy.spec import ACTIVATIONS_PER_WIDTH, SCALES, UNIT_RANGE, ModelSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -133,13 +135,23 @@ def _shape_text(dims: Sequence[int | None]) -> str:
 
 
 class Probe:
-    """The original graph on onnxruntime's CPU provider, fed NCHW float32 and returning NCHW float32."""
+    """The original graph on onnxruntime's CPU provider, fed NCHW float32 RGB in [0, 1] and returning the same:
+    values and channel order are converted to and from the network's own (``value_range``, ``bgr``)."""
 
-    def __init__(self, model: onnx.ModelProto, io: GraphIO, what: str) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        io: GraphIO,
+        what: str,
+        value_range: tuple[float, float] = UNIT_RANGE,
+        bgr: bool = False,
+    ) -> None:
         import onnxruntime as ort
 
         self.io = io
         self.what = what
+        self.value_range = value_range
+        self.bgr = bgr and io.channels == 3
         options = ort.SessionOptions()
         options.log_severity_level = 4  # a probe size the network refuses is expected, not news
         try:
@@ -150,7 +162,19 @@ class Probe:
             raise ModelError(f"onnxruntime cannot load {what}: {_first_line(exc)}") from exc
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x: (N, C, H, W) float32; batches are split to a fixed batch (padded with repeats)."""
+        """x: (N, C, H, W) float32 in [0, 1]; batches are split to a fixed batch (padded with repeats)."""
+        lo, hi = self.value_range
+        if self.bgr:
+            x = x[:, ::-1]
+        if (lo, hi) != UNIT_RANGE:
+            x = x * np.float32(hi - lo) + np.float32(lo)
+        y = self.raw(np.ascontiguousarray(x, dtype=np.float32))
+        if (lo, hi) != UNIT_RANGE:
+            y = (y - np.float32(lo)) / np.float32(hi - lo)
+        return np.ascontiguousarray(y[:, ::-1]) if self.bgr else y
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, C, H, W) float32 in the network's own values and channel order."""
         b = self.io.batch
         if b is not None and len(x) != b:
             parts = []
@@ -158,7 +182,7 @@ class Probe:
                 piece = x[i : i + b]
                 if len(piece) < b:
                     piece = np.concatenate([piece, np.repeat(piece[-1:], b - len(piece), axis=0)])
-                parts.append(self(piece)[: min(b, len(x) - i)])
+                parts.append(self.raw(piece)[: min(b, len(x) - i)])
             return np.concatenate(parts)
         feed = x.transpose(0, 2, 3, 1) if self.io.layout == "NHWC" else x
         dtype = np.float16 if self.io.dtype == "float16" else np.float32
@@ -273,6 +297,67 @@ def find_overlap(probe: Probe, scale: int, multiple: int, flops_per_pixel: float
     return min(DEFAULT_OVERLAP, limit), False
 
 
+RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))  # the conventions networks are trained with
+SANE_DB = 25.0  # fed its own range, a network returns a smooth image close to its bicubic upscale
+BROKEN_DB = 20.0  # below this on a smooth image, the output is not the input upscaled
+
+
+def _smooth_input(channels: int, h: int, w: int) -> np.ndarray:
+    """A band-limited image (a coarse random grid upscaled bicubically): what any SR network, fed the values
+    it was trained on, should return close to the bicubic upscale of (it has no detail to invent)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    coarse = rng.uniform(0.15, 0.85, (channels, 6, 6)).astype(np.float32)
+    planes = [cv2.resize(plane, (w, h), interpolation=cv2.INTER_CUBIC) for plane in coarse]
+    return np.clip(np.stack(planes)[None], 0.1, 0.9).astype(np.float32)
+
+
+def range_scores(probe: Probe, scale: int, multiple: int) -> dict[tuple[float, float], float]:
+    """PSNR (dB) of the network's output against the bicubic upscale of a smooth input, fed in each value
+    convention and read back in the same one; -inf where it fails or returns non-finite values."""
+    io = probe.io
+    edge = -(-SCALE_PROBE // multiple) * multiple
+    h, w = io.static_hw or (edge, edge)
+    x = _smooth_input(io.channels, h, w)
+    expected = cubic_upscale(x, scale) if scale > 1 else x
+    border = 4 * scale  # networks pad their borders their own way
+    scores: dict[tuple[float, float], float] = {}
+    saved = probe.value_range
+    try:
+        for value_range in RANGES:
+            probe.value_range = value_range
+            try:
+                y = probe(x)
+            except Exception:  # noqa: BLE001 - a network that cannot take these values simply scores nothing
+                scores[value_range] = float("-inf")
+                continue
+            inner = (slice(None), slice(None), slice(border, -border or None), slice(border, -border or None))
+            with np.errstate(all="ignore"):
+                mse = float(np.mean((y[inner].astype(np.float64) - expected[inner]) ** 2))
+            scores[value_range] = (
+                10 * np.log10(1.0 / mse)
+                if np.isfinite(mse) and mse > 0
+                else (float("inf") if mse == 0 else float("-inf"))
+            )
+    finally:
+        probe.value_range = saved
+    return scores
+
+
+def pick_range(scores: dict[tuple[float, float], float]) -> tuple[float, float]:
+    """[0, 1] (the common convention) unless its output is not the input upscaled and another convention's is.
+
+    Why not simply the best score: a network fed a sub-range of its own (a [-1, 1] network fed [0, 1], i.e. a
+    washed-out image) still returns the right picture, often closer to bicubic than when fed its full range;
+    only a range that breaks the output is evidence."""
+    unit = scores.get(UNIT_RANGE, float("-inf"))
+    best = max(RANGES, key=lambda r: scores.get(r, float("-inf")))
+    if unit < BROKEN_DB and scores.get(best, float("-inf")) >= SANE_DB:
+        return best
+    return UNIT_RANGE
+
+
 @dataclass(frozen=True)
 class GraphCost:
     activations_per_pixel: float  # peak float activations live around one node, per LR input pixel
@@ -349,13 +434,77 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights
 # --------------------------------------------------------------------------- the spec, the wrapped graph
 
 
-def inspect_model(model: onnx.ModelProto, name: str, what: str) -> ModelSpec:
+@dataclass(frozen=True)
+class Settings:
+    """What a user says about a model that cannot be measured reliably, in ``<model>.onnx.json`` beside it:
+    ``{"value_range": [-1, 1], "channel_order": "BGR"}``. Both keys optional."""
+
+    value_range: tuple[float, float] | None = None
+    bgr: bool = False
+    text: str = ""  # canonical JSON, part of the cache key and of a resumed job's identity
+
+    @property
+    def digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+KNOWN_SETTINGS = ("value_range", "channel_order")
+
+
+def settings_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def read_settings(path: Path) -> Settings | None:
+    """The settings file beside ``path``, or None; a file that cannot be used is one line saying why."""
+    import json
+
+    side = settings_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{side} is not readable JSON ({_first_line(exc)}); fix it or delete it") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f'{side} must be a JSON object such as {{"value_range": [-1, 1]}}')
+    unknown = sorted(set(data) - set(KNOWN_SETTINGS))
+    if unknown:
+        raise ModelError(f"{side}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KNOWN_SETTINGS)}")
+    value_range: tuple[float, float] | None = None
+    if "value_range" in data:
+        raw = data["value_range"]
+        ok = isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int | float) for v in raw)
+        if not ok or not (np.isfinite(raw[0]) and np.isfinite(raw[1]) and raw[0] < raw[1]):
+            raise ModelError(
+                f"{side}: value_range must be [black, white] with black < white, e.g. [0, 1], [-1, 1] or [0, 255]"
+            )
+        value_range = (float(raw[0]), float(raw[1]))
+    order = data.get("channel_order", "RGB")
+    if order not in ("RGB", "BGR"):
+        raise ModelError(f'{side}: channel_order must be "RGB" or "BGR", not {json.dumps(order)}')
+    canonical = {"value_range": list(value_range) if value_range else None, "channel_order": order}
+    return Settings(value_range, order == "BGR", json.dumps(canonical, sort_keys=True))
+
+
+def inspect_model(
+    model: onnx.ModelProto, name: str, what: str, settings: Settings | None = None, notify: Notify | None = None
+) -> ModelSpec:
     """The spec of a foreign graph, measured on onnxruntime (seconds for small networks)."""
     from srgan_deploy.export.wrap import with_min_opset
 
     io = inspect_io(model, what)
-    probe = Probe(model, io, what)
+    probe = Probe(model, io, what, bgr=settings.bgr if settings else False)
     scale, multiple = find_scale(probe)
+    if settings is not None and settings.value_range is not None:
+        probe.value_range = settings.value_range
+    else:
+        scores = range_scores(probe, scale, multiple)
+        probe.value_range = pick_range(scores)
+        if notify is not None:
+            _say_range(probe.value_range, scores, what, notify)
     try:
         cost: GraphCost | None = graph_cost(with_min_opset(model, what), io, multiple)
     except Exception:  # noqa: BLE001 - the cost is an estimate; a graph it cannot expose still runs
@@ -384,8 +533,31 @@ def inspect_model(model: onnx.ModelProto, name: str, what: str) -> ModelSpec:
         output_name=io.output_name,
         flops_per_pixel=flops if flops else None,
         exact_tiling=exact,
+        value_range=probe.value_range,
+        bgr=probe.bgr,
         name=name,
     )
+
+
+def _bracket(value_range: tuple[float, float]) -> str:
+    return f"[{value_range[0]:g}, {value_range[1]:g}]"
+
+
+def _say_range(
+    chosen: tuple[float, float], scores: dict[tuple[float, float], float], what: str, notify: Notify
+) -> None:
+    unit = scores.get(UNIT_RANGE, float("-inf"))
+    hint = f'if that is wrong, put {{"value_range": [black, white]}} in {what}.json beside it'
+    if chosen != UNIT_RANGE:
+        notify(
+            f"{what} takes values in {_bracket(chosen)} (measured: fed [0, 1] its output was {unit:.0f} dB from the "
+            f"input upscaled, fed {_bracket(chosen)} {scores[chosen]:.0f} dB); {hint}"
+        )
+    elif unit < BROKEN_DB:
+        notify(
+            f"{what}'s output does not look like its input upscaled ({unit:.0f} dB from bicubic on a smooth image, "
+            f'fed [0, 1], [-1, 1] or [0, 255]); {hint}, and "channel_order": "BGR" if it takes BGR'
+        )
 
 
 def load_model(path: Path) -> onnx.ModelProto:
@@ -397,10 +569,20 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path} is not a readable ONNX model ({_first_line(exc)})") from exc
 
 
-def wrapped_path(path: Path, sha256: str, cache: Path) -> Path:
+def wrapped_path(path: Path, sha256: str, cache: Path, settings: Settings | None = None) -> Path:
     from srgan_deploy.export.wrap import WRAP_VERSION
 
-    return cache / "foreign" / f"{path.stem}-{sha256[:16]}-w{WRAP_VERSION}.onnx"
+    said = f"-s{settings.digest[:8]}" if settings is not None else ""
+    return cache / "foreign" / f"{path.stem}-{sha256[:16]}{said}-w{WRAP_VERSION}.onnx"
+
+
+def identity(path: Path) -> str:
+    """What a resumed job compares: the file's sha256, and its settings file's when there is one."""
+    from srgan_deploy.weights import file_sha256
+
+    settings = read_settings(path)
+    sha = file_sha256(path)
+    return sha if settings is None else f"{sha}+{settings.digest}"
 
 
 _SAID: set[str] = set()
@@ -421,27 +603,31 @@ def resolve_onnx(path: Path, cache: Path, notify: Notify) -> OnnxModel:
     from srgan_deploy.files import file_lock
     from srgan_deploy.weights import file_sha256
 
+    settings = read_settings(path)
     sha = file_sha256(path)
-    target = wrapped_path(path, sha, cache)
-    model = _cached(target, sha)
+    target = wrapped_path(path, sha, cache, settings)
+    said = settings.text if settings is not None else ""
+    model = _cached(target, sha, said)
     if model is None:
         with file_lock(target.with_suffix(".lock")):
-            model = _cached(target, sha) or _make_wrapped(path, sha, target, notify)
+            model = _cached(target, sha, said) or _make_wrapped(path, sha, target, settings, notify)
     _say_once(model, notify)
     return model
 
 
-def _cached(target: Path, sha: str) -> OnnxModel | None:
+def _cached(target: Path, sha: str, settings: str) -> OnnxModel | None:
     if not target.is_file():
         return None
     try:
         model = OnnxModel.from_path(target)
     except Exception:  # noqa: BLE001 - a damaged cache file is remade, not reported
         return None
-    return model if model.metadata.get("srgan_deploy.source_sha256") == sha else None
+    meta = model.metadata
+    fresh = meta.get("srgan_deploy.source_sha256") == sha and meta.get("srgan_deploy.settings", "") == settings
+    return model if fresh else None
 
 
-def _make_wrapped(path: Path, sha: str, target: Path, notify: Notify) -> OnnxModel:
+def _make_wrapped(path: Path, sha: str, target: Path, settings: Settings | None, notify: Notify) -> OnnxModel:
     import onnx
 
     from srgan_deploy.export.wrap import WRAP_VERSION, wrap_graph
@@ -451,7 +637,7 @@ def _make_wrapped(path: Path, sha: str, target: Path, notify: Notify) -> OnnxMod
     original = load_model(path)
     inspect_io(original, what)  # a graph that cannot run is refused before anything is said about measuring it
     notify(f"{what} is not an srgan-deploy model: measuring it once (scale, overlap, cost) and wrapping it")
-    spec = inspect_model(original, path.stem, what)
+    spec = inspect_model(original, path.stem, what, settings, notify)
     meta = {
         "srgan_deploy.spec": spec.to_json(),
         "srgan_deploy.io": "uint8",
@@ -460,6 +646,8 @@ def _make_wrapped(path: Path, sha: str, target: Path, notify: Notify) -> OnnxMod
         "srgan_deploy.source_sha256": sha,
         "srgan_deploy.wrap_version": str(WRAP_VERSION),
     }
+    if settings is not None:
+        meta["srgan_deploy.settings"] = settings.text
     wrapped = wrap_graph(original, spec, meta)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(target)
@@ -510,7 +698,7 @@ class OriginalReference:
     """The original graph on onnxruntime with the boundary done in numpy: uint8 NHWC RGB in and out.
 
     What the wrapped graph and every engine built from it are checked against: the network itself, fed the
-    way its authors feed it (float [0, 1]). Static-shape networks are tiled (and small frames padded) as the
+    way its authors feed it (float in its value range and channel order). Static-shape networks are tiled (and small frames padded) as the
     runtime does; size multiples are met by edge padding, as the wrapper does."""
 
     def __init__(self, model: onnx.ModelProto | Path, spec: ModelSpec) -> None:
@@ -519,7 +707,7 @@ class OriginalReference:
         io = GraphIO(
             spec.input_name, spec.output_name, spec.dtype, spec.layout, spec.in_channels, spec.batch, spec.static_hw
         )
-        self.probe = Probe(original, io, spec.name or "the model")
+        self.probe = Probe(original, io, spec.name or "the model", spec.value_range, spec.bgr)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         from srgan_deploy.export.wrap import LUMA

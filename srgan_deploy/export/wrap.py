@@ -5,7 +5,8 @@ ONNX takes float NCHW in [0, 1] under its own tensor names. The network's nodes 
 wrapped by nodes of our own (all named ``srgan_io/...``, so the fp16 converter leaves them in float32):
 
     input (uint8 NHWC) -> Cast float32 -> Transpose NCHW -> / 255 -> [luma] -> [edge pad to the size multiple]
-        -> [Transpose NHWC] -> [Cast float16] -> the network -> [Cast float32] -> [Transpose NCHW] -> [crop]
+        -> [RGB to BGR] -> [to the network's value range] -> [Transpose NHWC] -> [Cast float16] -> the network
+        -> [Cast float32] -> [Transpose NCHW] -> [crop] -> [from its value range] -> [BGR to RGB]
         -> [+ chroma, bicubic] -> * 255 -> Round -> Clip 0..255 -> Transpose NHWC -> Cast uint8 -> output
 
 The uint8 tensors touch only the boundary Casts (TensorRT takes uint8 nowhere else, NVIDIA/TensorRT#3985),
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srgan_deploy.errors import ModelError
-from srgan_deploy.spec import ModelSpec
+from srgan_deploy.spec import UNIT_RANGE, ModelSpec
 
 if TYPE_CHECKING:
     import onnx
 
 PREFIX = "srgan_io/"
-WRAP_VERSION = 1  # bump when the wrapper's nodes change: it names the cached wrapped graphs
+WRAP_VERSION = 2  # bump when the wrapper's nodes change: it names the cached wrapped graphs
 MIN_OPSET = 11  # Round and Clip-with-inputs, which the boundary needs
 LUMA = (0.299, 0.587, 0.114)  # BT.601, as JPEG's YCbCr
 CUBIC_A = -0.75  # OpenCV's and PyTorch's bicubic (the runtime's alpha channel is upscaled with OpenCV's)
@@ -153,6 +154,19 @@ def wrap_graph(model: onnx.ModelProto, spec: ModelSpec, metadata: dict[str, str]
         pads = b.op("Concat", [b.const("zeros6", np.zeros(6, np.int64)), b.op("Sub", [rounded, hw])], axis=0)
         x = b.op("Pad", [x, pads], mode="edge")
         out_hw = b.op("Mul", [hw, b.const("scale_i", np.array(s, np.int64))])
+    bgr = spec.bgr and not spec.is_grey
+    if bgr:
+        x = b.op("Gather", [x, b.const("bgr", np.array([2, 1, 0], np.int64))], axis=1)
+    lo, hi = spec.value_range
+    custom_range = (lo, hi) != UNIT_RANGE
+    if custom_range:
+        x = b.op(
+            "Add",
+            [
+                b.op("Mul", [x, b.const("span", np.array(hi - lo, np.float32))]),
+                b.const("black", np.array(lo, np.float32)),
+            ],
+        )
     if spec.layout == "NHWC":
         x = b.op("Transpose", [x], perm=[0, 2, 3, 1])
     if spec.dtype == "float16":
@@ -168,6 +182,10 @@ def wrap_graph(model: onnx.ModelProto, spec: ModelSpec, metadata: dict[str, str]
         y = b.op("Transpose", [y], perm=[0, 3, 1, 2])
     if out_hw is not None:
         y = b.op("Slice", [y, b.const("zeros2", np.zeros(2, np.int64)), out_hw, b.const("axes23", np.array([2, 3]))])
+    if custom_range:
+        y = b.op("Div", [b.op("Sub", [y, f"{PREFIX}black"]), f"{PREFIX}span"])
+    if bgr:
+        y = b.op("Gather", [y, f"{PREFIX}bgr"], axis=1)
     if chroma_up is not None:
         y = b.op("Add", [y, chroma_up])
     y = b.op("Mul", [y, c255])
