@@ -128,7 +128,7 @@ def test_the_tensorrt_standin_uses_the_real_runtime_names() -> None:
         for name in names:
             if name in ("header", "onnx", "io", "profiles", "contexts", "runtime", "logger", "cache", "blob"):
                 continue  # the stand-in's own state
-            if name in ("shapes", "addresses", "compiled", "executions", "released"):
+            if name in ("shapes", "addresses", "compiled", "settled", "state", "executions", "released"):
                 continue
             assert hasattr(real, name), f"{standin.__name__}.{name} is not in TensorRT-RTX's {real.__name__}"
 
@@ -306,6 +306,23 @@ def test_tensorrt_engines_replay_cuda_graphs_per_shape(gpu: StandinGPU, tiny_wei
     assert len(gpu.cudart.graphs) == 1, "one graph for the one static shape"
     assert all(np.array_equal(o, outs[0]) for o in outs)
     check_parity(outs[0], reference(tiny_weights, frames))
+
+
+def test_cuda_graphs_run_only_after_one_plain_enqueue_since_the_shape_changed(
+    gpu: StandinGPU, tiny_weights: Path, cache_dir: Path
+) -> None:
+    """Images of several sizes through one context: NVIDIA's rule is one plain enqueueV3 after every input
+    shape change before a graph of that shape is captured or replayed (the shape's set-up is in no graph)."""
+    small, wide = frames_of(1, 32, 32), frames_of(1, 24, 40, seed=5)
+    order = [small, small, small, wide, wide, small, wide, small, small]
+    with make_backend("tensorrt", tiny_weights, cache_dir=cache_dir, device="cuda", slots=1) as backend:
+        outs = [backend.upscale(f) for f in order]
+        assert backend.pipeline.slots[0].compute.use_graphs, gpu.errors  # type: ignore[attr-defined]
+    assert not gpu.errors, gpu.errors
+    assert len(gpu.cudart.graphs) == 2, "one graph per shape, replayed after the shape's plain run"
+    for frames, out in zip(order, outs, strict=True):
+        check_parity(out, reference(tiny_weights, frames))
+    gpu.assert_released()
 
 
 def test_k_batches_stay_in_flight_while_the_consumer_works(

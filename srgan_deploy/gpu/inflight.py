@@ -229,7 +229,9 @@ class TensorRTCompute:
         self.notify = notify
         self._shape: Shape | None = None
         self._addresses: tuple[int, int] | None = None
-        self._warm: set[Shape] = set()
+        # a plain enqueueV3 ran since the input shape (or an address) last changed: NVIDIA's rule before a
+        # graph is captured or replayed, as that first run sets up the shape's internal state, which no graph holds
+        self._settled = False
         self._graphs: dict[Shape, Any] = {}
 
     def _execute(self, stream: Stream) -> None:
@@ -245,6 +247,7 @@ class TensorRTCompute:
                     f"input {b}x{h}x{w} is outside the engine's profile{self.said()}; "
                     "rebuild with a larger --max-shape or use --tile"
                 )
+            self._shape, self._settled = None, False  # the context's shape changed
             s = self.scale
             got = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
             if s and got != (b, h * s, w * s, 3):
@@ -263,12 +266,13 @@ class TensorRTCompute:
             self.context.set_tensor_address(self.output_name, out_ptr)
             self._addresses = (in_ptr, out_ptr)
             self._drop_graphs()
-        if not self.use_graphs:
-            self._execute(stream)
+        if not self.use_graphs or not self._settled:
+            self._execute(stream)  # after a shape change, the plain run NVIDIA asks for before any graph
+            self._settled = True
             return
         graph = self._graphs.get(shape)
         capturable = getattr(self.context, "is_stream_capturable", None)
-        if graph is None and shape in self._warm and (capturable is None or capturable(stream.handle)):
+        if graph is None and (capturable is None or capturable(stream.handle)):
             try:
                 graph = Graph.capture(stream, lambda: self._execute(stream))
                 if len(self._graphs) >= MAX_GRAPHS:  # images of many sizes: keep the latest few shapes' graphs
@@ -281,7 +285,6 @@ class TensorRTCompute:
                 self._execute(stream)
                 return
         if graph is None:
-            self._warm.add(shape)  # TensorRT needs one plain enqueue per shape before capture
             self._execute(stream)
         else:
             graph.launch(stream)
@@ -290,7 +293,7 @@ class TensorRTCompute:
         for graph in self._graphs.values():
             graph.destroy()
         self._graphs.clear()
-        self._warm.clear()
+        self._settled = False
 
     def close(self) -> None:
         self._drop_graphs()

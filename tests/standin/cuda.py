@@ -566,7 +566,7 @@ class StandinCudart:
     def cudaGraphDestroy(self, graph: Any, /) -> tuple[Any, ...]:
         def go() -> None:
             if isinstance(graph, GraphHandle):
-                graph.destroyed = True
+                graph.destroyed, graph.ops = True, []
 
         return self._call(go)
 
@@ -574,7 +574,7 @@ class StandinCudart:
         def go() -> None:
             if not isinstance(graphExec, GraphExecHandle) or graphExec.destroyed:
                 raise CudaFault(E.cudaErrorInvalidValue, "not an instantiated graph")
-            graphExec.destroyed = True
+            graphExec.destroyed, graphExec.ops = True, []  # its nodes (and what they hold) are freed
 
         return self._call(go)
 

@@ -18,7 +18,12 @@ Run time, as TensorRT:
   fp16-core graph in fp16) over the bytes at the bound addresses;
 - TensorRT-RTX: the ``IRuntimeConfig`` a context was made with must outlive it (a context whose
   config was collected fails to run), and the first execution of a shape compiles kernels just in
-  time, which a stream capture refuses (``is_stream_capturable`` is False until then).
+  time, which a stream capture refuses (``is_stream_capturable`` is False until then);
+- CUDA graphs (NVIDIA's developer guide: "call enqueueV3() once after an input shape change to update
+  internal state", then capture): the first enqueueV3 after a shape change sets up the context's
+  shape-dependent state, which no graph records. A capture before that plain run is refused, and a
+  captured graph reads the state as it is when it runs: replayed after another shape's run without a
+  plain run of its own shape since, it faults (``cudaErrorLaunchFailure``).
 """
 
 from __future__ import annotations
@@ -323,6 +328,10 @@ class StandinContext:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
         self.compiled: set[tuple[int, ...]] = set()  # RTX: shapes whose kernels are compiled
+        # the input shape a plain (uncaptured) enqueueV3 was made for since the last shape change (host side),
+        # and the shape the context's internal state on the device is set up for (written in stream order)
+        self.settled: tuple[int, ...] | None = None
+        self.state: tuple[int, ...] | None = None
         self.executions = 0
         self.released = False
         self._finalizer = weakref.finalize(
@@ -352,6 +361,8 @@ class StandinContext:
                 f"engineDims.d[i] <= profileMaxDims.d[i] && profileMinDims.d[i] <= engineDims.d[i]. Set dimension "
                 f"{list(dims)} for tensor {name} is outside the optimization profile {list(lo)}..{list(hi)}.)"
             )
+        if self.shapes.get(name) != dims:
+            self.settled = None  # an input shape change: the next enqueueV3 must be a plain one
         self.shapes[name] = dims
         return True
 
@@ -423,9 +434,9 @@ class StandinContext:
         except CudaFault as fault:
             return self._error(f"IExecutionContext::enqueueV3: {fault.why}")
         inp_shape = self.shapes[inputs[0]["name"]]
-        if capturing and (flavour.flavour == "tensorrt-rtx" or inp_shape not in self.compiled):
-            # TensorRT: a shape's first enqueueV3 may allocate and set things up, which a capture cannot
-            # record (NVIDIA: run enqueueV3 once per shape before capturing); TensorRT-RTX captures itself
+        if capturing and (flavour.flavour == "tensorrt-rtx" or inp_shape != self.settled):
+            # TensorRT: the first enqueueV3 after a shape change sets up internal state, which a capture cannot
+            # record (NVIDIA: call enqueueV3 once after an input shape change, then capture); TensorRT-RTX captures itself
             # (the runtime config's CUDA-graph strategy) and an engine without REQUIRE_USER_ALLOCATION is
             # not capturable from outside (TensorRT-RTX 1.2 release notes)
             return self._error(
@@ -433,10 +444,20 @@ class StandinContext:
                 + ("(TensorRT-RTX captures itself)" if flavour.flavour == "tensorrt-rtx" else "before one plain run")
             )
         self.compiled.add(inp_shape)
+        if not capturing:
+            self.settled = inp_shape
         session = _session(self.engine.onnx)
         addresses = dict(self.addresses)
 
         def kernel() -> None:
+            if not capturing:
+                self.state = inp_shape  # the plain run's set-up, in stream order
+            elif self.state != inp_shape:
+                raise CudaFault(
+                    cudaError_t.cudaErrorLaunchFailure,
+                    f"a CUDA graph of enqueueV3 for {inp_shape} ran on internal state set up for {self.state} "
+                    "(no plain enqueueV3 after the shape change)",
+                )
             feeds = {}
             for t, shape, nbytes in jobs:
                 if t["mode"] == "input":
