@@ -720,3 +720,42 @@ def test_the_range_rule_switches_only_when_unit_range_breaks_the_picture() -> No
     assert pick_range({(0.0, 1.0): -26.0, (-1.0, 1.0): -10.0, (0.0, 255.0): 48.0}) == (0.0, 255.0)
     assert pick_range({(0.0, 1.0): 15.0, (-1.0, 1.0): 31.0, (0.0, 255.0): -inf}) == (-1.0, 1.0)
     assert pick_range({(0.0, 1.0): 8.0, (-1.0, 1.0): 12.0, (0.0, 255.0): 18.0}) == (0.0, 1.0)  # nothing looks right
+
+
+def test_weights_in_an_external_data_file_are_part_of_the_models_identity(
+    files: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    """Large exports keep their weights in ``model.onnx.data``: new weights there are a new model (cache,
+    resumed jobs), and a data file left behind is one line."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    from srgan_deploy.sources import OnnxFile, digest
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    path = folder / "m.onnx"
+    model = onnx.load(str(files["espcn3x"]))
+    onnx.save(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    first = resolve_onnx(path, cache, lambda _: None)
+    identity = digest(OnnxFile(path))
+    graph_bytes = path.read_bytes()
+    # new biases written into the data file in place: the graph file stays byte for byte the same
+    data = bytearray((folder / "m.onnx.data").read_bytes())
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if init.name.endswith("bias"):
+            info = ExternalDataInfo(init)
+            view = np.frombuffer(data, np.float32, count=info.length // 4, offset=info.offset).copy()
+            data[info.offset : info.offset + info.length] = (view + np.float32(0.25)).tobytes()
+    (folder / "m.onnx.data").write_bytes(bytes(data))
+    assert path.read_bytes() == graph_bytes
+    second = resolve_onnx(path, cache, lambda _: None)
+    assert second.path != first.path and digest(OnnxFile(path)) != identity
+    batch = frames(1, 16, 16)
+    with make_backend("onnxruntime", path, device="cpu", cache_dir=cache) as runner:
+        out = runner.upscale(batch)
+    assert within_one(out, OriginalReference(path, second.spec)(batch)) >= 0.999
+    assert within_one(out, OriginalReference(files["espcn3x"], first.spec)(batch)) < 0.5  # not the old weights
+    (tmp_path / "a" / "m.onnx.data").unlink()
+    result = cli(["info", "-w", str(path)], cache)
+    assert result.exit_code == 2 and "keeps its weights in m.onnx.data, which is not beside it" in result.stderr

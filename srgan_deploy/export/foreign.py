@@ -576,12 +576,37 @@ def wrapped_path(path: Path, sha256: str, cache: Path, settings: Settings | None
     return cache / "foreign" / f"{path.stem}-{sha256[:16]}{said}-w{WRAP_VERSION}.onnx"
 
 
-def identity(path: Path) -> str:
-    """What a resumed job compares: the file's sha256, and its settings file's when there is one."""
+def model_sha256(path: Path) -> str:
+    """The file's sha256, or for a model whose weights live in external data files (large exports), one
+    over the graph file and every data file it names: new weights in ``model.onnx.data`` are a new model."""
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
     from srgan_deploy.weights import file_sha256
 
-    settings = read_settings(path)
     sha = file_sha256(path)
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable file is refused with its own message when it is loaded
+        return sha
+    locations = sorted({ExternalDataInfo(t).location for t in graph.graph.initializer if uses_external_data(t)})
+    if not locations:
+        return sha
+    digest = hashlib.sha256(sha.encode())
+    for location in locations:
+        data = path.parent / location
+        if not data.is_file():
+            raise ModelError(f"{path.name} keeps its weights in {location}, which is not beside it; copy it there")
+        digest.update(f"{location}:{file_sha256(data)}".encode())
+    return digest.hexdigest()
+
+
+def identity(path: Path) -> str:
+    """What a resumed job compares: the model's sha256, and its settings file's when there is one."""
+    settings = read_settings(path)
+    sha = model_sha256(path)
     return sha if settings is None else f"{sha}+{settings.digest}"
 
 
@@ -601,10 +626,9 @@ def resolve_onnx(path: Path, cache: Path, notify: Notify) -> OnnxModel:
     if ours:
         return OnnxModel.from_path(path)
     from srgan_deploy.files import file_lock
-    from srgan_deploy.weights import file_sha256
 
     settings = read_settings(path)
-    sha = file_sha256(path)
+    sha = model_sha256(path)
     target = wrapped_path(path, sha, cache, settings)
     said = settings.text if settings is not None else ""
     model = _cached(target, sha, said)
