@@ -184,3 +184,29 @@ def test_the_tensorrt_provider_builds_under_an_interprocess_lock(
     with gpu_backend(onnx_path, tmp_path / "cache"):
         pass
     assert seen == [True]
+
+
+def test_a_changed_model_under_the_same_file_name_gets_its_own_tensorrt_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime names a cached TensorRT engine by the model's file name and graph structure, not its weights
+    (its docs: clean the engine cache when the model changes): a retrained model exported to the same file name
+    must not run on the engine of the old weights."""
+    from srgan_deploy.export.onnx import export_onnx
+    from srgan_deploy.weights import save_generator
+    from tests.conftest import make_generator
+
+    standin.install(monkeypatch)
+    frames = frames_of(1, 32, 32)
+    outs, refs = [], []
+    for seed in (1, 2):
+        weights = tmp_path / f"run{seed}" / "tiny.safetensors"
+        weights.parent.mkdir()
+        save_generator(make_generator(seed=seed), weights, {"name": "tiny"})
+        onnx = export_onnx(str(weights), tmp_path / f"run{seed}" / "model.onnx", io="uint8").path
+        with gpu_backend(onnx, tmp_path / "cache") as backend:
+            outs.append(backend.upscale(frames))
+        refs.append(reference(onnx, frames))
+    assert not np.array_equal(refs[0], refs[1])
+    close_enough(outs[0], refs[0])
+    close_enough(outs[1], refs[1])

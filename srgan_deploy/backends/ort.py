@@ -76,6 +76,8 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
     def _providers(self) -> list[Any]:
         import onnxruntime as ort
 
+        from srgan_deploy.weights import file_sha256
+
         available = ort.get_available_providers()
         device = self.options.device
         if device == "cpu":
@@ -92,13 +94,17 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
             # engines use, so a new frame or tile size inside it does not rebuild an engine mid-video.
             lo, opt, hi = self._trt_profile().tensor_shapes("uint8")
             root = cache_dir(self.options.cache_dir) / "ort-tensorrt"
+            # onnxruntime names a cached engine by the model's file name and graph structure, not its weights
+            # (its docs: clean the cache when the model changes): one folder per model content, so a model
+            # re-exported under the same name never runs on the engine of the old weights
+            engines = root / file_sha256(self.onnx.path)[:16] if self.onnx is not None else root
             # the provider creates only the last folder of the path (its create_directory is not recursive)
             # and, when that fails, onnxruntime quietly runs the graph on CUDA instead: make every level
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                engines.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(
-                    f"cannot create onnxruntime's TensorRT cache {root}: {exc.strerror}; set SRGAN_DEPLOY_CACHE to a writable folder"
+                    f"cannot create onnxruntime's TensorRT cache {engines}: {exc.strerror}; set SRGAN_DEPLOY_CACHE to a writable folder"
                 ) from exc
             providers.append(
                 (
@@ -109,7 +115,7 @@ class OnnxRuntimeBackend(Backend[OrtOptions]):
                         # 11 has no fp16 builder flag, so trt_fp16_enable would silently build fp32 there
                         "trt_fp16_enable": False,
                         "trt_engine_cache_enable": True,
-                        "trt_engine_cache_path": str(root),
+                        "trt_engine_cache_path": str(engines),
                         "trt_timing_cache_enable": True,
                         "trt_timing_cache_path": str(root),
                         "trt_profile_min_shapes": f"input:{'x'.join(map(str, lo))}",

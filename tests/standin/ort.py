@@ -8,6 +8,9 @@ pixels with the real CPU session underneath:
 - the TensorRT provider's engine cache folder is created only one level deep (onnxruntime's
   ``create_directory`` is not recursive); when it cannot be made, the provider does not load and
   the graph quietly runs on the next provider (CUDA), as onnxruntime does;
+- the TensorRT provider's engine cache names an engine as onnxruntime's ``TRTGenerateId`` does: by the
+  model's file name and its graph's input, initializer and node-output names, not its weights; an engine
+  found under that name is loaded and run (the weights it was built with) whatever the file holds now;
 - an output bound on a GPU must be bound on the session's GPU;
 - ``get_providers()`` lists the providers that actually loaded, first the one that runs the graph.
 
@@ -38,6 +41,29 @@ def _shape(text: str) -> dict[str, tuple[int, ...]]:
         name, dims = item.rsplit(":", 1)
         shapes[name] = tuple(int(d) for d in dims.split("x"))
     return shapes
+
+
+def _cached_engine(model: str | bytes | Any, folder: Path) -> bytes:
+    """The "engine" the TensorRT provider runs: the one cached under onnxruntime's id for this model when there
+    is one (built from whatever the model was then), else the model now, cached under that id."""
+    import hashlib
+
+    import onnx
+
+    named = isinstance(model, (str, Path))
+    data = Path(model).read_bytes() if named else bytes(model)
+    graph = onnx.load_from_string(data).graph
+    key = hashlib.sha256(Path(model).name.encode() if named else b"")
+    for name in [i.name for i in graph.input] + [t.name for t in graph.initializer]:
+        key.update(name.encode())
+    for node in graph.node:
+        for output in node.output:
+            key.update(output.encode())
+    engine = folder / f"TensorrtExecutionProvider_TRTKernel_graph_{graph.name}_{key.hexdigest()[:16]}_0_0_sm89.engine"
+    if engine.is_file():
+        return engine.read_bytes()
+    engine.write_bytes(data)
+    return data
 
 
 class StandinSession:
@@ -72,7 +98,15 @@ class StandinSession:
         gpu = options.get(self.loaded[0], {}) if self.loaded else {}
         self.device_id = int(gpu.get("device_id", 0))
         self.shapes: list[tuple[int, ...]] = []  # every input shape a run was given
-        self._session = _RealSession(path_or_bytes, sess_options=sess_options, providers=[CPU])
+        model = path_or_bytes
+        if (
+            self.loaded
+            and self.loaded[0] == TRT
+            and trt.get("trt_engine_cache_enable")
+            and trt.get("trt_engine_cache_path")
+        ):
+            model = _cached_engine(path_or_bytes, Path(trt["trt_engine_cache_path"]))
+        self._session = _RealSession(model, sess_options=sess_options, providers=[CPU])
         StandinSession.sessions.append(self)
 
     def _loads(self, name: str, opts: dict[Any, Any]) -> bool:
