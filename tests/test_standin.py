@@ -593,3 +593,21 @@ def test_gpu_workers_split_their_gpus_memory_not_the_hosts(gpu: StandinGPU) -> N
     assert budgets == [(0, share // 2), (1, None), (0, share // 2)]  # GPU 1's worker has it to itself
     many = worker_specs(Choice("tensorrt", TensorRTOptions(), "t"), Weights(None), 12, parse_devices("cuda:0"))
     assert {s.choice.options.memory_budget for s in many} == {share // 12}  # type: ignore[union-attr]
+
+
+def test_torch_running_out_of_gpu_memory_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, tiny_weights: Path
+) -> None:
+    """torch's CUDA OutOfMemoryError is a RuntimeError: it must reach the user as the project's typed error that
+    says what to do (and one the tile-halving retry recognises), not as a traceback."""
+    from tests.standin import install_torch_cuda
+
+    gpu = install(monkeypatch, [DeviceSpec(memory=4 * 2**20)])
+    install_torch_cuda(monkeypatch, gpu)
+    with make_backend("torch", tiny_weights, device="cuda", precision="fp32", slots=1) as backend:
+        with pytest.raises(ShapeError, match=r"out of GPU memory.*--tile"):
+            backend.upscale(frames_of(1, 96, 96))
+        small = frames_of(1, 24, 24)
+        ref = reference(tiny_weights, small)
+        assert int(np.abs(backend.upscale(small).astype(int) - ref.astype(int)).max()) <= 1  # still usable
+    gpu.assert_released()

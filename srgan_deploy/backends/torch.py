@@ -14,7 +14,7 @@ import numpy as np
 
 from srgan_deploy.backends.base import Backend, check_frames
 from srgan_deploy.backends.options import TorchOptions
-from srgan_deploy.errors import BackendUnavailableError
+from srgan_deploy.errors import BackendUnavailableError, ShapeError
 from srgan_deploy.sources import GeneratorLoader
 from srgan_deploy.spec import ModelSpec
 
@@ -36,6 +36,15 @@ def resolve_torch_device(requested: str) -> torch.device:
         return torch.device(requested)
     except RuntimeError as exc:
         raise BackendUnavailableError(f"unknown device '{requested}'; use cpu, cuda or cuda:N") from exc
+
+
+def out_of_gpu_memory(shape: tuple[int, ...], exc: BaseException) -> ShapeError:
+    """torch's CUDA OutOfMemoryError (a RuntimeError) as the typed error that says what to do, with words
+    (out of memory) the tile-halving retry recognises."""
+    return ShapeError(
+        f"torch ran out of GPU memory on a {shape} batch ({str(exc).splitlines()[0]}); "
+        "use --tile 256 or a smaller --memory-budget"
+    )
 
 
 class TorchBackend(Backend[TorchOptions]):
@@ -118,12 +127,15 @@ class TorchBackend(Backend[TorchOptions]):
         import torch
 
         assert self.device is not None
-        if self.device.type == "cuda":
-            pipeline = self._pipeline_for(frames.shape)
-            if pipeline is not None:
-                return next(iter(pipeline.run([frames])))
-        x = torch.from_numpy(frames).to(self.device)
-        return self.forward_tensor(x).cpu().numpy()
+        try:
+            if self.device.type == "cuda":
+                pipeline = self._pipeline_for(frames.shape)
+                if pipeline is not None:
+                    return next(iter(pipeline.run([frames])))
+            x = torch.from_numpy(frames).to(self.device)
+            return self.forward_tensor(x).cpu().numpy()
+        except torch.cuda.OutOfMemoryError as exc:  # a RuntimeError: typed here, so the tile-halving retry sees it
+            raise out_of_gpu_memory(frames.shape, exc) from exc
 
     def _pipeline_for(self, shape: tuple[int, ...]) -> SlotPipeline | None:
         """The K-slot CUDA pipeline (torch op on each slot's stream), sized for ``shape``; None without cuda-python."""
@@ -167,11 +179,16 @@ class TorchBackend(Backend[TorchOptions]):
         if pipeline is None:
             yield from self._one_by_one(first, it)
             return
+        import torch
+
         from srgan_deploy.gpu.inflight import run_split
 
         # later batches larger than the first are cut into slot-sized pieces (a video's first batch may be short)
         rest = (check_frames(b) for b in it)
-        yield from run_split(pipeline, itertools.chain([first], rest), self._pipeline_shape[0])
+        try:
+            yield from run_split(pipeline, itertools.chain([first], rest), self._pipeline_shape[0])
+        except torch.cuda.OutOfMemoryError as exc:
+            raise out_of_gpu_memory(first.shape, exc) from exc
 
     def _close(self) -> None:
         if self._pipeline is not None:

@@ -17,6 +17,9 @@ from tests.standin.tensorrt import StandinFlavour
 __all__ = ["DeviceSpec", "StandinCudart", "StandinFlavour", "StandinGPU", "install", "install_torch_cuda"]
 
 
+ACTIVATION_BYTES = 512  # device bytes a torch op of the network holds per input pixel (two fp32 maps of 64 channels)
+
+
 @dataclass
 class StandinGPU:
     cudart: StandinCudart
@@ -80,7 +83,9 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
     only torch itself is shimmed: ``torch.cuda.device`` sets the stand-in's current device (it calls
     cudaSetDevice in the real runtime too), a torch op on an external stream is a kernel launch (the stream
     must belong to the current device; it runs after the stream's earlier work), a ``cuda_array`` view
-    must point at device memory of the device it names, and the network's weights stay on the CPU."""
+    must point at device memory of the device it names, and the network's weights stay on the CPU. The
+    network's activations are allocated on the current device as torch's caching allocator would: beyond its
+    free memory the op raises torch's ``OutOfMemoryError`` (``ACTIVATION_BYTES`` per input pixel, an estimate)."""
     import contextlib
     import threading
     from collections.abc import Iterator
@@ -139,8 +144,24 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
             view = cudart.view(ptr, nbytes)
         return torch.frombuffer(view, dtype=torch.uint8).reshape(shape)
 
+    class OnDevice(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            d = cudart.current_device()
+            need = int(x.shape[0] * x.shape[2] * x.shape[3]) * ACTIVATION_BYTES
+            free = cudart.devices[d].memory - cudart.used[d]
+            if need > free:
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory. Tried to allocate {need / 2**20:.2f} MiB. GPU {d} has a total capacity of "
+                    f"{cudart.devices[d].memory / 2**30:.2f} GiB of which {free / 2**20:.2f} MiB is free."
+                )
+            return self.net(x)  # type: ignore[no-any-return]
+
     def place(self: TorchBackend, model: Any) -> Any:
-        return model.to(torch.float32)
+        return OnDevice(model.to(torch.float32))
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(cudart.devices))
