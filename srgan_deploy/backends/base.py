@@ -71,7 +71,7 @@ class Backend(ABC, Generic[O]):
         if self._model is None:
             raise BackendStateError(f"backend '{self.name}' opened without learning its model config (a bug)")
         budget: int | None = getattr(self.options, "memory_budget", None)
-        self._budget = budget if budget is not None else default_budget()
+        self._budget = self._device_budget(budget if budget is not None else default_budget())
         self._is_open = True
         return self
 
@@ -96,6 +96,10 @@ class Backend(ABC, Generic[O]):
         self.device_label = ""
         if with_errors:
             raise with_errors[0]
+
+    def _device_budget(self, budget: int) -> int:
+        """The budget where the model's working set lives; a backend on a GPU caps it by that GPU's free memory."""
+        return budget
 
     def _release(self) -> None:
         """Set the subclass's own open-state attributes back to their ``__init__`` values."""

@@ -86,6 +86,16 @@ class TorchBackend(Backend[TorchOptions]):
         self._model = ModelSpec.from_config(self.info.config, self.info.name)
         self.device_label = f"{self.device.type} {self.options.precision}"
 
+    def _device_budget(self, budget: int) -> int:
+        """On a GPU the activations live in its memory, not the host's: the plan tiles when the GPU's free memory
+        (after the weights, with a fifth kept for cuDNN's workspaces and the allocator's rounding) is smaller."""
+        if self.device is None or self.device.type != "cuda":
+            return budget
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self._cuda_index)
+        return max(1, min(budget, int(free * 0.8)))
+
     def _place(self, model: Any) -> Any:
         """The network on the backend's device and dtype (channels_last on CUDA, for cuDNN's tensor cores)."""
         import torch

@@ -346,10 +346,11 @@ def build_serialized(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise fail(f"TensorRT {flavour.name} {flavour.version} failed to build the engine")
-    if cache is not None and options.timing_cache is not None:
+    final = config.get_timing_cache() if cache is not None else None
+    if final is not None and options.timing_cache is not None:  # None: TensorRT did not take the cache
         options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         # other processes may be building other engines beside it
-        atomic_write_bytes(options.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write_bytes(options.timing_cache, bytes(memoryview(final.serialize())))
     del monitor
     return BuildResult(bytes(memoryview(serialized)), inputs, outputs, time.perf_counter() - started)
 

@@ -47,6 +47,11 @@ def check(result: tuple[Any, ...], what: str) -> Any:
     err, rest = result[0], result[1:]
     if err != cudart.cudaError_t.cudaSuccess:
         name = getattr(err, "name", str(err))
+        if name == "cudaErrorMemoryAllocation":
+            raise EngineError(
+                f"CUDA ran out of GPU memory in {what} ({name}); use --tile 256 or a smaller --memory-budget, or free "
+                "the GPU (nvidia-smi lists what holds it)"
+            )
         raise EngineError(f"CUDA call {what} failed: {name}")
     if not rest:
         return None

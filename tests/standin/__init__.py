@@ -168,6 +168,12 @@ def install_torch_cuda(monkeypatch: pytest.MonkeyPatch, gpu: StandinGPU) -> None
     monkeypatch.setattr(torch.cuda, "current_device", cudart.current_device)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: cudart.devices[int(i or 0)].name)
     monkeypatch.setattr(torch.cuda, "device", device)
+
+    def mem_get_info(index: int | None = None) -> tuple[int, int]:
+        d = cudart.current_device() if index is None else int(index)
+        return cudart.devices[d].memory - cudart.used[d], cudart.devices[d].memory
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
     monkeypatch.setattr(torch.cuda, "stream", stream)
     monkeypatch.setattr(inflight, "torch_stream", lambda handle, index: Stream(handle, torch.device("cuda", index)))
     monkeypatch.setattr(inflight, "cuda_array", cuda_array)
