@@ -71,6 +71,22 @@ class _Group(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, fill_optional_values(list(args)))
 
+    def invoke(self, ctx: Any) -> Any:
+        """A command line that does not parse (an unknown option, ``--crf abc``, a missing ``-o``) is one
+        ``error:`` line and exit code 2, like every other bad input, instead of click's usage box."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # by name: typer raises its vendored click's UsageError, not click's own
+            kinds = [kind.__name__ for kind in type(exc).__mro__]
+            if "UsageError" not in kinds or "NoArgsIsHelpError" in kinds:
+                raise
+            usage_ctx = getattr(exc, "ctx", None)
+            where = getattr(usage_ctx, "command_path", None) or "srgan-deploy"
+            message = " ".join(str(exc.format_message() if hasattr(exc, "format_message") else exc).split())
+            _stderr().print(f"[bold red]error:[/] {escape(message)} (see: {escape(where)} --help)", soft_wrap=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     cls=_Group,
@@ -388,14 +404,19 @@ def upscale(
             if len(jobs) > 1:
                 err.print(f"[yellow]skipped:[/] {escape(failure.message)}", soft_wrap=True)
 
-        failures = upscale_files(jobs, engine, done, _max_pixels(max_pixels), failed, ensemble=ensemble)
+        def warned(message: str) -> None:
+            err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+        failures = upscale_files(jobs, engine, done, _max_pixels(max_pixels), failed, ensemble=ensemble, warn=warned)
     if failures:
         from srgan_deploy.errors import InputFileError
 
         if len(jobs) == 1:
             raise InputFileError(failures[0].message)
+        names = ", ".join(str(f.job.source) for f in failures[:5]) + (", ..." if len(failures) > 5 else "")
         raise InputFileError(
-            f"{len(failures)} of {len(jobs)} images failed (listed above); the other {len(jobs) - len(failures)} were written"
+            f"{len(failures)} of {len(jobs)} images failed: {names} (reasons above); "
+            f"the other {len(jobs) - len(failures)} were written"
         )
 
 

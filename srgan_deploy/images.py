@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,47 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag (1-8) of a JPEG, 1 when absent. Phones store portrait shots as
-    landscape pixels plus this tag; ignoring it puts the picture on its side."""
+def _exif_block(data: bytes) -> int | None:
+    """Offset of the EXIF TIFF header (``II*\0`` / ``MM\0*``) inside a JPEG (APP1), PNG (eXIf) or WebP (EXIF)
+    file, or None. TIFF files carry their orientation in their own header, which OpenCV applies itself."""
     import struct
 
-    start = data.find(b"Exif\x00\x00", 0, 65536)
-    if start < 0 or data[:2] != b"\xff\xd8":
+    if data[:2] == b"\xff\xd8":
+        start = data.find(b"Exif\x00\x00", 0, 65536)
+        return start + 6 if start >= 0 else None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(data):
+            length = struct.unpack(">I", data[i : i + 4])[0]
+            kind = data[i + 4 : i + 8]
+            if kind == b"eXIf":
+                return i + 8
+            if kind in (b"IDAT", b"IEND"):
+                return None  # eXIf must come before the image data
+            i += 12 + length
+        return None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        i = 12
+        while i + 8 <= len(data):
+            kind = data[i : i + 4]
+            length = int.from_bytes(data[i + 4 : i + 8], "little")
+            if kind == b"EXIF":
+                body = i + 8
+                return body + 6 if data[body : body + 6] == b"Exif\x00\x00" else body
+            i += 8 + length + (length & 1)
+        return None
+    return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of a JPEG, PNG or WebP, 1 when absent. Phones store portrait shots as
+    landscape pixels plus this tag (and keep it when converting to PNG or WebP); viewers turn the picture by
+    it, so ignoring it puts the picture on its side."""
+    import struct
+
+    tiff = _exif_block(data)
+    if tiff is None:
         return 1
-    tiff = start + 6
     try:
         end = "<" if data[tiff : tiff + 2] == b"II" else ">"
         offset = tiff + struct.unpack(end + "I", data[tiff + 4 : tiff + 8])[0]
@@ -110,7 +143,7 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
         4: lambda a: a[::-1],
         5: lambda a: np.swapaxes(a, 0, 1),
         6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),  # transverse: the mirror of 5
         8: lambda a: np.rot90(a, 1),
     }
     op = ops.get(orientation)
@@ -135,6 +168,19 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 def read_image_and_icc(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bytes | None]:
     """``read_image`` plus the file's embedded ICC profile, from the same read of the file."""
+    loaded = load_image(path, max_pixels)
+    return loaded.image, loaded.icc
+
+
+@dataclass
+class LoadedImage:
+    image: np.ndarray  # as ``read_image`` returns it
+    icc: bytes | None  # the embedded ICC profile
+    frames: int  # pictures in the file (an animation, pages); only the first is decoded
+
+
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """``read_image`` plus the ICC profile and the number of pictures in the file, from one read of it."""
     import cv2
 
     if not path.exists():
@@ -155,6 +201,8 @@ def read_image_and_icc(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
     if image is None:
         raise ImageReadError(f"cannot decode {path}: not an image or corrupt (supported: png, jpg, webp, bmp, tiff)")
     check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4 and tiff_alpha_is_premultiplied(header):
+        image = unpremultiply(image)
     image = apply_orientation(image, exif_orientation(header))
     icc = icc_profile(data[: 1 << 20].tobytes())
     if image.dtype == np.uint16:
@@ -166,7 +214,112 @@ def read_image_and_icc(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(image, code)
-    return np.ascontiguousarray(image), icc
+    return LoadedImage(
+        np.ascontiguousarray(image), icc, count_frames(data.tobytes() if data.size < 1 << 26 else header)
+    )
+
+
+def tiff_alpha_is_premultiplied(data: bytes) -> bool:
+    """Whether OpenCV hands this TIFF's 8-bit RGBA back premultiplied: it decodes such files through libtiff's
+    RGBA interface, which multiplies the colour of an unassociated alpha (ExtraSamples 2) by the alpha, and an
+    associated one (1) is stored that way. PNG, WebP and TIFF outputs all hold straight alpha."""
+    import struct
+
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return False
+    end = "<" if data[:2] == b"II" else ">"
+    try:
+        offset = struct.unpack(end + "I", data[4:8])[0]
+        count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+        for k in range(count):
+            entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+            tag = struct.unpack(end + "H", entry[:2])[0]
+            if tag == 338:  # ExtraSamples: the first extra sample's kind, stored in the entry (SHORT)
+                return int(struct.unpack(end + "H", entry[8:10])[0]) in (1, 2)
+    except (struct.error, IndexError):
+        return False
+    return False
+
+
+def unpremultiply(bgra: np.ndarray) -> np.ndarray:
+    """Straight colour from premultiplied 8-bit BGRA (fully transparent pixels keep 0)."""
+    alpha = bgra[:, :, 3:4].astype(np.float32)
+    colour = bgra[:, :, :3].astype(np.float32) * 255.0 / np.maximum(alpha, 1.0)
+    out = bgra.copy()
+    out[:, :, :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    return out
+
+
+def count_frames(data: bytes) -> int:
+    """Pictures in an animated PNG (acTL), GIF, animated WebP (ANMF) or multi-page TIFF; 1 for a still image
+    or one not recognised. OpenCV decodes the first only: the caller says so instead of dropping the rest
+    silently."""
+    import struct
+
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            i = 8
+            while i + 8 <= len(data):
+                length = struct.unpack(">I", data[i : i + 4])[0]
+                kind = data[i + 4 : i + 8]
+                if kind == b"acTL":
+                    return max(1, int(struct.unpack(">I", data[i + 8 : i + 12])[0]))
+                if kind in (b"IDAT", b"IEND"):
+                    return 1
+                i += 12 + length
+            return 1
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return max(1, _gif_frames(data))
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            frames, i = 0, 12
+            while i + 8 <= len(data):
+                length = int.from_bytes(data[i + 4 : i + 8], "little")
+                frames += data[i : i + 4] == b"ANMF"
+                i += 8 + length + (length & 1)
+            return max(1, frames)
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            end = "<" if data[:2] == b"II" else ">"
+            pages, offset, seen = 0, struct.unpack(end + "I", data[4:8])[0], set()
+            while offset and offset not in seen and offset + 2 <= len(data) and pages < 10000:
+                seen.add(offset)
+                count = struct.unpack(end + "H", data[offset : offset + 2])[0]
+                subfile = 0
+                for k in range(count):
+                    entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+                    if struct.unpack(end + "H", entry[:2])[0] == 254:  # NewSubfileType: 1 = a thumbnail
+                        subfile = struct.unpack(end + "I", entry[8:12])[0]
+                pages += not subfile & 1
+                next_at = offset + 2 + 12 * count
+                offset = struct.unpack(end + "I", data[next_at : next_at + 4])[0]
+            return max(1, pages)
+    except (struct.error, IndexError, ValueError):
+        return 1
+    return 1
+
+
+def _gif_frames(data: bytes) -> int:
+    """Image descriptors in a GIF (walks its blocks without decoding)."""
+    i = 13
+    flags = data[10]
+    if flags & 0x80:
+        i += 3 << ((flags & 7) + 1)
+    frames = 0
+    while i < len(data):
+        block = data[i]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then sub-blocks
+            i += 2
+        elif block == 0x2C:  # image descriptor, optional local colour table, LZW size, sub-blocks
+            frames += 1
+            local = data[i + 9]
+            i += 10 + ((3 << ((local & 7) + 1)) if local & 0x80 else 0) + 1
+        else:
+            break
+        while i < len(data) and data[i]:
+            i += data[i] + 1
+        i += 1
+    return frames
 
 
 def icc_profile(data: bytes) -> bytes | None:

@@ -97,6 +97,8 @@ class SourceInfo:
     color: dict[str, int]
     rotation: float = 0.0
     audio: list[str] = field(default_factory=list)
+    sar: Fraction | None = None  # pixel shape (sample aspect ratio) when not square: anamorphic DVD/broadcast video
+    other_video: int = 0  # further video streams (not cover art), which are not upscaled
     subtitles: list[str] = field(default_factory=list)
 
 
@@ -246,6 +248,8 @@ def open_input(path: Path) -> Any:
 
 
 def probe(container: Any) -> SourceInfo:
+    import av
+
     stream = container.streams.video[0]
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate
@@ -263,6 +267,9 @@ def probe(container: Any) -> SourceInfo:
         "trc": int(cc.color_trc),
         "matrix": int(cc.colorspace),
     }
+    sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
+    cover = int(av.stream.Disposition.attached_pic)  # cover art is a one-picture "video" stream
+    others = [s for s in container.streams.video[1:] if not int(s.disposition) & cover]
     return SourceInfo(
         width=cc.width,
         height=cc.height,
@@ -274,6 +281,8 @@ def probe(container: Any) -> SourceInfo:
         color=color,
         audio=[s.codec_context.name for s in container.streams.audio],
         subtitles=[s.codec_context.name for s in container.streams.subtitles],
+        sar=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
+        other_video=len(others),
     )
 
 
@@ -433,6 +442,7 @@ class Decoder:
                 last_seconds = float(pts * tb) - self.origin
                 if self.stats.frames == 0:
                     self.info.rotation = float(getattr(frame, "rotation", 0) or 0)
+                    self._say_what_is_not_kept(frame, warn)
                 rgb = frame.reformat(
                     format="rgb24", src_colorspace=self.matrix, dst_colorspace=self.matrix
                 ).to_ndarray()
@@ -460,6 +470,23 @@ class Decoder:
                 break
         if self.stats.bad_packets:
             warn(f"{self.stats.bad_packets} damaged video packet(s) in {self.path.name} were skipped")
+
+    def _say_what_is_not_kept(self, frame: Any, warn: Callable[[str], None]) -> None:
+        """A warning (once per input) for what the output cannot carry: transparency, and video streams after
+        the first (the output has one video stream)."""
+        # VP8/VP9 in WebM carry alpha beside the picture (alpha_mode), which FFmpeg's own decoders leave out
+        if any(c.is_alpha for c in frame.format.components) or self.video.metadata.get("alpha_mode") == "1":
+            _warn_once(
+                warn,
+                f"{self.path.name} has transparency; the output video has none "
+                "(transparent areas show the colour stored under them)",
+            )
+        if self.info.other_video:
+            _warn_once(
+                warn,
+                f"{self.path.name} has {self.info.other_video + 1} video streams; only the first "
+                f"({self.info.width}x{self.info.height}) is upscaled and the others are left out",
+            )
 
     def side_packets(self, end_seconds: float | None) -> Iterator[tuple[float, Any]]:
         """(output seconds, packet) of the audio/subtitle tracks over the job's range, for the segment join:
@@ -563,6 +590,8 @@ class Encoder:
             info.color["primaries"] if info.color["primaries"] != 2 else (1 if decoder.matrix_tag == 1 else 6)
         )
         cc.color_trc = info.color["trc"] if info.color["trc"] != 2 else (1 if decoder.matrix_tag == 1 else 6)
+        if info.sar is not None:  # non-square pixels stay non-square: else a 16:9 anamorphic DVD plays 4:3
+            cc.sample_aspect_ratio = info.sar
         self.rotation = 0.0
         self.side = SideStreams(self.container, fmt, decoder, warn)
         self.codec = codec

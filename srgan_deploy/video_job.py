@@ -29,6 +29,7 @@ import numpy as np
 from srgan_deploy.backends.base import Backend
 from srgan_deploy.dedup import DedupRule, collapse
 from srgan_deploy.errors import ConfigError, Interrupted, OutputError, OutputExistsError, VideoError
+from srgan_deploy.image_jobs import crop_padding, pad_for_model
 from srgan_deploy.interrupts import sigterm_as_interrupt
 from srgan_deploy.video import Decoder, EncodeOptions, Encoder, container_format
 
@@ -226,6 +227,7 @@ def run_frames(
 
         pending_pts: list[list[list[int]]] = []
         pending_lr: list[np.ndarray] = []
+        pending_pad: list[tuple[int, int]] = []  # a picture a few pixels high is mirrored out for the model
 
         def batches() -> Iterator[np.ndarray]:
             while True:
@@ -249,6 +251,8 @@ def run_frames(
                 lr = np.stack([f.rgb for f in group])
                 if job.side_by_side:
                     pending_lr.append(lr)
+                lr, ph, pw = pad_for_model(lr)
+                pending_pad.append((ph, pw))
                 yield lr
 
         with sigterm_as_interrupt():
@@ -260,6 +264,7 @@ def run_frames(
                     return np.asarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC))
 
             for upscaled in backend.upscale_many(batches()):
+                upscaled = crop_padding(upscaled, *pending_pad.pop(0), scale)
                 pts_lists = pending_pts.pop(0)
                 lows = pending_lr.pop(0) if job.side_by_side else None
                 for k, pts_list in enumerate(pts_lists):
