@@ -152,6 +152,12 @@ def encoder_settings(codec: str, options: EncodeOptions) -> dict[str, str]:
         opts["preset"] = "p4"
     if codec == "libx265":
         opts["x265-params"] = "log-level=error"
+    if codec == "libx264":
+        # x264 takes the stream's time base (the source's: 1/10240, 1/90000) for the frame rate it writes into
+        # the H.264 headers unless told the rate is the stream's: MKV then said 10240 frames/s and tools that
+        # trust it (ffmpeg to a constant-rate format) made 1000 frames of 4. Timestamps are passed through as
+        # they are (variable frame rate kept).
+        opts["x264-params"] = "force-cfr=1"
     return opts
 
 
@@ -475,7 +481,10 @@ class Decoder:
         """A warning (once per input) for what the output cannot carry: transparency, and video streams after
         the first (the output has one video stream)."""
         # VP8/VP9 in WebM carry alpha beside the picture (alpha_mode), which FFmpeg's own decoders leave out
-        if any(c.is_alpha for c in frame.format.components) or self.video.metadata.get("alpha_mode") == "1":
+        alpha = any(c.is_alpha for c in frame.format.components)
+        if alpha:  # an alpha channel that is opaque everywhere (a GIF's palette format, say) loses nothing
+            alpha = bool(frame.to_ndarray(format="rgba")[:, :, 3].min() < 255)
+        if alpha or self.video.metadata.get("alpha_mode") == "1":
             _warn_once(
                 warn,
                 f"{self.path.name} has transparency; the output video has none "

@@ -138,7 +138,7 @@ def check_paths(job: VideoJob) -> str:
     if job.target.exists() and not job.overwrite:
         raise OutputExistsError(f"{job.target} exists; pass --overwrite to replace it")
     if not job.target.parent.exists():
-        raise OutputError(f"output folder {job.target.parent} does not exist")
+        raise OutputError(f"output folder {job.target.parent} does not exist; create it first or choose another output")
     return fmt
 
 

@@ -365,6 +365,7 @@ CASES = [
     Case("v-container", [*VID, "{CLIP}", "{OUT}.xyz"], ".xyz"),
     Case("v-start-past-end", [*VID, "{CLIP}", "{OUT}.mp4", "--start", "60"], "no video frames"),
     Case("v-threads", [*VID, "{CLIP}", "{OUT}.mp4", "--threads", "-3"], "--threads -3"),
+    Case("v-out-folder-missing", [*VID, "{CLIP}", "{D}/nowhere/out.mp4"], "does not exist; create it first"),
     # a command line that does not parse is one error line too, not click's usage box
     Case("v-max-frames-text", [*VID, "{CLIP}", "{OUT}.mp4", "--max-frames", "abc"], "Invalid value for '--max-frames'"),
     Case("up-no-out", [*UP, "{IMG}"], "Missing option '--out'"),
@@ -946,6 +947,15 @@ def test_what_a_video_output_cannot_carry_is_said(tmp_path: Path) -> None:
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+    opaque = tmp_path / "opaque.mov"  # an alpha channel that is 255 everywhere loses nothing: no warning
+    with av.open(str(opaque), "w") as out:
+        stream = out.add_stream("png", rate=10)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "rgba"
+        frame = av.VideoFrame.from_ndarray(np.full((12, 16, 4), 255, np.uint8), format="rgba")
+        frame.pts = 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
     two = tmp_path / "two.mkv"
     with av.open(str(two), "w") as out:
         streams = []
@@ -963,10 +973,24 @@ def test_what_a_video_output_cannot_carry_is_said(tmp_path: Path) -> None:
         for stream in streams:
             for packet in stream.encode(None):
                 out.mux(packet)
-    for source, said in ((rgba, "overlay.mov has transparency"), (two, "two.mkv has 2 video streams; only the first")):
+    cases = ((rgba, "overlay.mov has transparency"), (two, "two.mkv has 2 video streams; only the first"), (opaque, ""))
+    for source, said in cases:
         out = tmp_path / f"{source.stem}_x4.mkv"
         result = runner.invoke(app, ["video", "-b", "bicubic", str(source), str(out), "--preset", "ultrafast"])
         assert result.exit_code == 0, result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-        assert len(warnings) == 1 and said in warnings[0], result.stderr
+        assert (len(warnings) == 1 and said in warnings[0]) if said else not warnings, result.stderr
         assert out.exists()
+
+
+def test_h264_headers_carry_the_frame_rate_not_the_time_base(tmp_path: Path) -> None:
+    """x264 wrote the stream's time base (1/1000 here, 1/10240 or 1/90000 elsewhere) into the H.264 headers as
+    the frame rate: the MKV said 1000 frames/s, and ffmpeg to a constant-rate format made 100 frames of 4."""
+    source = make_clip(tmp_path / "ms.mp4", frames=4, fps=25, audio=False, pts=[40 * i for i in range(4)])
+    out = tmp_path / "out.mkv"
+    result = runner.invoke(app, ["video", "-b", "bicubic", str(source), str(out), "--preset", "ultrafast"])
+    assert result.exit_code == 0, result.stderr
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        assert stream.average_rate == 25 and stream.codec_context.framerate == 25
+        assert [f.pts for f in c.decode(stream)] == [0, 40, 80, 120]  # the timestamps themselves are kept
