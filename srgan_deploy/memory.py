@@ -33,6 +33,7 @@ from srgan_deploy.spec import ModelSpec
 PER_CHANNEL = {
     ("openvino", "bf16"): 43.0,
     ("openvino", "fp32"): 83.0,
+    ("openvino", "int8"): 43.0,  # taken as bf16's (uint8 activations between int8 convolutions, bf16 elsewhere)
     ("onnxruntime", "fp32"): 265.0,
     ("onnxruntime", "fp16"): 265.0,
     ("torch", "fp32"): 140.0,

@@ -156,17 +156,69 @@ def reference_runner(
 
 # --------------------------------------------------------------------------- loaders
 
+INT8_SUFFIX = "-int8.onnx"
+
+
+def shipped_int8() -> dict[str, Path]:
+    """Bundled model name -> its calibrated int8 graph shipped beside its weights (tools/quantize_int8.py)."""
+    from srgan_deploy.weights import bundled_weights_dir
+
+    return {p.name[: -len(INT8_SUFFIX)]: p for p in sorted(bundled_weights_dir().glob(f"*{INT8_SUFFIX}"))}
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether an ONNX graph carries int8 quantization (QuantizeLinear/DequantizeLinear nodes)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("DequantizeLinear", "QLinearConv") for node in graph.node)
+
+
+def int8_graph(source: ModelSource, cache_dir: Path, who: str, notify: Notify = say_on_stderr) -> OnnxModel:
+    """The int8 graph ``--precision int8`` runs. Why not quantize on the fly: calibration needs natural images
+    and NNCF (a large dependency), and its accuracy is measured once, where the graph is made. So: the graphs
+    shipped for the bundled models (matched to the weights by sha256), or an ONNX file given that is
+    quantized already."""
+    how = "make one with python tools/quantize_int8.py (docs/performance.md) and pass it with -w"
+    if isinstance(source, Weights):
+        from srgan_deploy.weights import read_info
+
+        info = read_info(source.name_or_path)
+        shipped = shipped_int8()
+        path = shipped.get(info.name)
+        if path is not None:
+            model = OnnxModel.from_path(path)
+            if model.metadata.get("srgan_deploy.weights_sha256") == info.sha256:
+                return model.require_uint8(who)
+        names = ", ".join(shipped) or "none"
+        raise ConfigError(
+            f"--precision int8 runs calibrated int8 graphs, shipped for {names}; {describe(source)} has none: {how}"
+        )
+    if isinstance(source, OnnxFile):
+        if not is_quantized(source.path):
+            raise ConfigError(f"{source.path} is not quantized (no QuantizeLinear/DequantizeLinear nodes): {how}")
+        return resolve_onnx(source.path, cache_dir, notify).require_uint8(who)
+    raise ConfigError(f"{who} runs ONNX graphs or weights, not a TensorRT plan ({source.path}); use -b tensorrt")
+
+
 OnnxLoader = Callable[[], OnnxModel]
 EngineLoader = Callable[[], EngineArtifact]
 GeneratorLoader = Callable[[], "tuple[Generator, WeightsInfo]"]
 
 
 def onnx_loader(
-    source: ModelSource, cache_dir: Path, who: str, fp16_core: bool = False, notify: Notify = say_on_stderr
+    source: ModelSource,
+    cache_dir: Path,
+    who: str,
+    fp16_core: bool = False,
+    notify: Notify = say_on_stderr,
+    int8: bool = False,
 ) -> OnnxLoader:
     """The uint8-I/O ONNX graph: the file given (a foreign one wrapped on first use), or exported from the
     weights into the cache on first use; with ``fp16_core``, its fp16-core version (for onnxruntime's
-    TensorRT provider at fp16)."""
+    TensorRT provider at fp16); with ``int8``, the calibrated int8 graph (``int8_graph``)."""
+    if int8:
+        return lambda: int8_graph(source, cache_dir, who, notify)
     if fp16_core:
         from srgan_deploy.export.loaders import Fp16CoreFromOnnx
 

@@ -598,7 +598,7 @@ def test_openvino_keeps_its_requests_and_cache_through_failures(
 
 
 def test_openvino_refuses_what_it_cannot_run() -> None:
-    with pytest.raises(ConfigError, match="fp32 or bf16"):
+    with pytest.raises(ConfigError, match="fp32, bf16 or int8"):
         choose("openvino", Request(precision="fp16"))
     with pytest.raises(ConfigError, match="CPU"):
         choose("openvino", Request(device="cuda"))

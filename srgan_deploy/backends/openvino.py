@@ -121,6 +121,17 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         streams, threads = self.streams_and_threads(probe)
         self.device_label = f"cpu x{threads} {self.options.precision}, {streams} streams"
 
+    @property
+    def compute_precision(self) -> str:
+        """What OpenVINO computes in: the option, except that an int8 graph's other layers run in bf16 where the
+        CPU has it (OpenVINO's own capability list), else fp32."""
+        if self.options.precision != "int8":
+            return self.options.precision
+        import openvino.properties.device as device
+
+        assert self._core is not None
+        return "bf16" if "BF16" in set(self._core.get_property("CPU", device.capabilities)) else "fp32"
+
     def _probe_shape(self) -> tuple[int, ...]:
         spec = self._model
         assert spec is not None
@@ -163,7 +174,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         except RuntimeError as exc:
             raise ShapeError(f"the network does not take a {shape} input: {reason(exc)}") from exc
         per_unit = self._unit_cost(shape)
-        config: dict[Any, Any] = {hints.inference_precision: OV_PRECISION[self.options.precision]}
+        config: dict[Any, Any] = {hints.inference_precision: OV_PRECISION[self.compute_precision]}
         if mode == "throughput":
             # every stream holds a frame's working set: on a many-core CPU the hint's streams times a large
             # frame would exceed the memory budget, so the hint is told how many requests the budget holds

@@ -14,7 +14,7 @@ from typing import Protocol
 from srgan_deploy.cpus import usable_cpus
 from srgan_deploy.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 def _check_tile(tile: int | None) -> None:
@@ -51,7 +51,7 @@ class Request:
     """Backend-neutral options as the command line gives them; ``registry.choose`` consumes it."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16 | int8
     tile: int | None = None
     threads: int | None = None
     slots: int = 2
@@ -109,7 +109,9 @@ class OrtOptions:
 
 @dataclass(frozen=True)
 class OpenVinoOptions:
-    precision: str = "fp32"  # fp32 | bf16 (always set explicitly: OpenVINO's own default is bf16 where the CPU has it)
+    precision: str = (
+        "fp32"  # fp32 | bf16 | int8 (always set explicitly: OpenVINO's own default is bf16 where the CPU has it)
+    )
     tile: int | None = None
     memory_budget: int | None = None
     threads: int | None = None
@@ -117,8 +119,8 @@ class OpenVinoOptions:
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"the openvino backend runs fp32 or bf16, not {self.precision}")
+        if self.precision not in ("fp32", "bf16", "int8"):
+            raise ConfigError(f"the openvino backend runs fp32, bf16 or int8, not {self.precision}")
         _check_tile(self.tile)
         _check_threads(self.threads)
         if self.requests is not None and self.requests < 1:

@@ -225,7 +225,7 @@ def _ort_options(request: Request, device: str) -> BackendOptions:
     if precision == "auto":
         precision = "fp32" if on_cpu else "fp16"
     if on_cpu and precision != "fp32":
-        raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for bf16")
+        raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for {precision}")
     return OrtOptions(
         device=device,
         precision=precision,
@@ -240,8 +240,8 @@ def _openvino_options(request: Request, device: str) -> BackendOptions:
     precision = request.precision
     if precision == "auto":
         precision = "bf16" if cpu_has_bf16() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"openvino runs fp32 or bf16 on CPU, not {precision}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ConfigError(f"openvino runs fp32, bf16 or int8 on CPU, not {precision}")
     return OpenVinoOptions(
         precision=precision,
         tile=request.tile,
@@ -441,7 +441,8 @@ def _loader(entry: BackendEntry, options: Any, source: ModelSource, say: Notify)
     if entry.model == "onnx":
         # on a GPU at fp16 (onnxruntime's TensorRT provider) the graph is the fp16-core one, see Fp16CoreFromOnnx
         fp16_core = options.precision == "fp16" and entry.device_of(options) != "cpu"
-        return sources.onnx_loader(source, cache_dir(options.cache_dir), entry.name, fp16_core)
+        int8 = options.precision == "int8"
+        return sources.onnx_loader(source, cache_dir(options.cache_dir), entry.name, fp16_core, int8=int8)
     if entry.model == "weights":
         return sources.generator_loader(source, entry.name)
     return sources.scale_loader(source)
