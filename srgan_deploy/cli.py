@@ -667,6 +667,7 @@ def bench(
         "peak RSS",
         title=f"{width}x{height} -> {width * scale}x{height * scale}, batch {batch}, {iters} iters",
         caption="fps with in-flight pipelining; peak = same-run GEMM in the precision the backend computes in "
+        "(int8: the bf16 or fp32 GEMM its other layers run in; no int8 GEMM reference) "
         f"(CPU features: {', '.join(report['machine'].get('cpu_features') or ['?'])}); "
         f"PSNR/max-abs vs {report['config']['reference']}",
     )
