@@ -123,3 +123,18 @@ def test_int8_where_there_is_no_int8_graph_is_one_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_auto_takes_int8_to_openvino_even_where_a_gpu_backend_would_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srgan_deploy.backends import registry
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.errors import ConfigError
+
+    monkeypatch.setattr(registry, "gpu_name", lambda index=0: "NVIDIA H100")
+    monkeypatch.setattr(registry, "availability", lambda index=0: dict.fromkeys(registry.REGISTRY, (True, "")))
+    monkeypatch.setattr(registry, "backend_availability", lambda name, index=0: (True, ""))
+    assert registry.choose("auto", Request()).name == "tensorrt"  # what auto picks on this machine otherwise
+    choice = registry.choose("auto", Request(precision="int8"))
+    assert choice.name == "openvino" and choice.options.precision == "int8"
+    with pytest.raises(ConfigError, match="int8 runs on the CPU"):
+        registry.choose("auto", Request(precision="int8", device="cuda"))

@@ -384,6 +384,14 @@ def choose(name: str, request: Request | None = None) -> Choice:
             raise BackendUnavailableError(f"backend '{name}' is not available: {why}")
         options = options_for(name, request, _explicit_device(name, request))
         return Choice(name, options, f"as requested{_describe(options)}")
+    if request.precision == "int8":  # calibrated int8 graphs run on OpenVINO only: auto goes there, GPU or not
+        if request.device.startswith("cuda"):
+            raise ConfigError(f"--precision int8 runs on the CPU (-b openvino), not on --device {request.device}")
+        ok, why = backend_availability("openvino", index)
+        if not ok:
+            raise BackendUnavailableError(f"--precision int8 runs on openvino, which is not available: {why}")
+        options = options_for("openvino", request, "cpu")
+        return Choice("openvino", options, f"auto: int8 runs on openvino{_describe(options)}")
     avail = availability(index)
     wants_cpu = request.device == "cpu"
     gpu = None if wants_cpu else gpu_name(index)
