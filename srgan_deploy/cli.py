@@ -259,7 +259,7 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         help="auto | fp32 | fp16 | bf16 | int8 (auto: fp16 on GPUs, bf16 with OpenVINO on bf16 CPUs, else fp32; "
-        "int8: -b openvino, the bundled models' calibrated int8 graphs, about 0.15 dB below fp32).",
+        "int8: -b openvino, the bundled models' calibrated int8 graphs, 0.1-0.2 dB below fp32).",
     ),
 ]
 

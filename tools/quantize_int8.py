@@ -11,9 +11,10 @@ carry. It runs where NNCF imports: ``pip install nncf`` into any venv beside the
 ``--nncf-path`` to its site-packages).
 
 Calibration: ``--crops`` LR crops (``--crop`` px, centre of each image, images picked with a fixed seed) made
-the way training and ``eval`` make LR (MATLAB bicubic /4). Preset MIXED (symmetric weights, asymmetric
-activations), NNCF's defaults otherwise; measured alternatives (ignoring the first and last convolutions, full
-bias correction) were no more accurate (docs/performance.md).
+the way training and ``eval`` make LR (MATLAB bicubic /4), plus ``--synthetic`` crops of text, lines and flat
+saturated colours drawn at HR and made LR the same way. Preset MIXED (symmetric int8 weights per channel,
+asymmetric activations), NNCF's default activation ranges. What the alternatives cost (global min/max ranges,
+fewer synthetic crops, layers kept in float) is in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ def calibration_crops(folders: list[Path], count: int, crop: int, scale: int) ->
     return crops
 
 
-def synthetic_crops(count: int, crop: int) -> list[np.ndarray]:
+def synthetic_crops(count: int, crop: int, scale: int = 4) -> list[np.ndarray]:
     """Content natural photos lack and users upscale anyway (screenshots, slides, cartoons): text and lines on
     white, black and saturated flat colours. Without them the activation ranges are calibrated too tight and
-    large white areas come out grey (measured on Set14's ppt3: 63 levels off fp32)."""
+    large white areas come out grey (measured on Set14's slide ppt3: 27.9 dB and 63 levels off fp32)."""
     import cv2
+
+    from srgan_deploy.resize import imresize
 
     rng = np.random.default_rng(1)
     crops = []
+    lr_crop, crop = crop, crop * scale  # drawn at HR, then made LR the way eval and training make it
     backgrounds = [(255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
     for i in range(count):
         background = backgrounds[i % len(backgrounds)]
@@ -71,15 +75,16 @@ def synthetic_crops(count: int, crop: int) -> list[np.ndarray]:
             kind = rng.random()
             if kind < 0.5:
                 org = (int(rng.integers(0, crop // 2)), int(rng.integers(crop // 4, crop)))
-                cv2.putText(image, "Ag8", org, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.3, 0.8)), colour, 1)
+                size = float(rng.uniform(1.2, 3.2))
+                cv2.putText(image, "Ag8", org, cv2.FONT_HERSHEY_SIMPLEX, size, colour, int(rng.integers(2, 8)))
             elif kind < 0.8:
                 p1 = tuple(int(v) for v in rng.integers(0, crop, 2))
                 p2 = tuple(int(v) for v in rng.integers(0, crop, 2))
-                cv2.line(image, p1, p2, colour, int(rng.integers(1, 3)))
+                cv2.line(image, p1, p2, colour, int(rng.integers(2, 12)))
             else:
                 p1 = tuple(int(v) for v in rng.integers(0, crop, 2))
                 cv2.rectangle(image, p1, (p1[0] + crop // 4, p1[1] + crop // 4), colour, -1)
-        crops.append(image[None])
+        crops.append(np.clip(imresize(image, 1.0 / scale), 0, 255).astype(np.uint8)[None, :lr_crop, :lr_crop])
     return crops
 
 
@@ -89,8 +94,9 @@ def main() -> None:
     parser.add_argument("--calibration", nargs="+", type=Path, required=True, help="folders of HR images")
     parser.add_argument("--crops", type=int, default=64)
     parser.add_argument("--crop", type=int, default=64, help="LR crop edge in pixels")
-    parser.add_argument("--synthetic", type=int, default=32, help="crops of text, lines and flat colours")
+    parser.add_argument("--synthetic", type=int, default=128, help="crops of text, lines and flat colours")
     parser.add_argument("--minmax", action="store_true", help="activation ranges from the global min/max")
+    parser.add_argument("--keep-float", nargs="*", default=[], help="regex of node names left in float")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--nncf-path", help="site-packages of a venv that has nncf (appended to sys.path)")
     args = parser.parse_args()
@@ -111,7 +117,7 @@ def main() -> None:
         source = cached_onnx(args.weights, Path(tmp), io="uint8")
         model = onnx.load(str(source))
     crops = calibration_crops(args.calibration, args.crops, args.crop, info.config.scale)
-    crops += synthetic_crops(args.synthetic, args.crop)
+    crops += synthetic_crops(args.synthetic, args.crop, info.config.scale)
     advanced = None
     if args.minmax:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters  # type: ignore[import-not-found]
@@ -124,6 +130,7 @@ def main() -> None:
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(crops),
         advanced_parameters=advanced,
+        ignored_scope=nncf.IgnoredScope(patterns=args.keep_float, validate=False) if args.keep_float else None,
     )
     listing = "\n".join(sorted(str(f) for f in args.calibration)).encode()
     described = {
@@ -132,6 +139,7 @@ def main() -> None:
             f"NNCF {nncf.__version__} post-training, preset MIXED{', min/max ranges' if args.minmax else ''}, "
             f"{args.crops} LR crops of {args.crop} px from {', '.join(f.name for f in args.calibration)} (sha256 of "
             f"the folder list {hashlib.sha256(listing).hexdigest()[:12]}) and {args.synthetic} synthetic"
+            + (f"; kept in float: {', '.join(args.keep_float)}" if args.keep_float else "")
         ),
     }
     kept = {p.key: p.value for p in quantized.metadata_props}
