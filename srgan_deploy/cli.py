@@ -488,6 +488,8 @@ def info(
         if model["placeholder"]:
             out.print("  [bold yellow]PLACEHOLDER: randomly initialised, not trained — output is not meaningful[/]")
         out.print(f"  config: {model['config']}  sha256: {model['sha256'][:16]}", markup=False)
+        if model.get("int8"):
+            out.print(f"  int8 graph (--precision int8 -b openvino): {model['int8']}", markup=False)
         for key, value in model["provenance"].items():
             out.print(f"  {key}: {value}", markup=False)
 

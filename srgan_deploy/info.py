@@ -77,6 +77,9 @@ def collect() -> dict[str, Any]:
         "ray",  # video --ray (the [cluster] extra)
     ):
         versions[dist] = _version(dist)
+    from srgan_deploy.sources import shipped_int8
+
+    int8 = shipped_int8()
     models: dict[str, Any] = {}
     for name, path in bundled_models().items():
         try:
@@ -88,6 +91,7 @@ def collect() -> dict[str, Any]:
                 "sha256": info.sha256,
                 "placeholder": info.is_placeholder,
                 "provenance": info.provenance,
+                "int8": str(int8[name]) if name in int8 else None,  # --precision int8 -b openvino
             }
         except SrganDeployError as exc:
             models[name] = {"path": str(path), "error": str(exc)}

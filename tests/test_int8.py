@@ -138,3 +138,16 @@ def test_auto_takes_int8_to_openvino_even_where_a_gpu_backend_would_win(monkeypa
     assert choice.name == "openvino" and choice.options.precision == "int8"
     with pytest.raises(ConfigError, match="int8 runs on the CPU"):
         registry.choose("auto", Request(precision="int8", device="cuda"))
+
+
+def test_info_names_each_models_int8_graph(cache_dir: Path) -> None:
+    import json
+
+    result = cli(["info", "--json"], cache_dir)
+    assert result.exit_code == 0, result.output
+    models = json.loads(result.stdout)["models"]
+    assert {name: Path(m["int8"]).name if m["int8"] else None for name, m in models.items()} == {
+        "srgan-x4": "srgan-x4-int8.onnx",
+        "srgan-x4-lite": "srgan-x4-lite-int8.onnx",
+        "srgan-x4-gan": None,
+    }
