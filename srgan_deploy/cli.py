@@ -971,7 +971,11 @@ def eval_cmd(
             for folder in folders
         ]
     if json_out:
-        write_reports_json(reports, json_out, {"backend": choice.name, "ensemble": ensemble})
+        write_reports_json(
+            reports,
+            json_out,
+            {"backend": choice.name, "precision": getattr(choice.options, "precision", None), "ensemble": ensemble},
+        )
     out = _stdout()
     for report in reports:
         _print_eval_report(out, report)

@@ -167,11 +167,24 @@ def shipped_int8() -> dict[str, Path]:
 
 
 def is_quantized(path: Path) -> bool:
-    """Whether an ONNX graph carries int8 quantization (QuantizeLinear/DequantizeLinear nodes)."""
+    """Whether an ONNX graph carries int8 quantization (DequantizeLinear or QLinearConv nodes)."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"{path} is not a readable ONNX model; give an .onnx file (or a .safetensors)") from exc
     return any(node.op_type in ("DequantizeLinear", "QLinearConv") for node in graph.node)
+
+
+def int8_digest(source: ModelSource) -> str:
+    """sha256 of the int8 graph shipped for bundled weights ("" for an ONNX file: its own digest covers it)."""
+    if not isinstance(source, Weights):
+        return ""
+    from srgan_deploy.weights import file_sha256, read_info
+
+    path = shipped_int8().get(read_info(source.name_or_path).name)
+    return file_sha256(path) if path is not None else ""
 
 
 def int8_graph(source: ModelSource, cache_dir: Path, who: str, notify: Notify = say_on_stderr) -> OnnxModel:
@@ -196,7 +209,7 @@ def int8_graph(source: ModelSource, cache_dir: Path, who: str, notify: Notify = 
         )
     if isinstance(source, OnnxFile):
         if not is_quantized(source.path):
-            raise ConfigError(f"{source.path} is not quantized (no QuantizeLinear/DequantizeLinear nodes): {how}")
+            raise ConfigError(f"{source.path} is not quantized (no DequantizeLinear or QLinearConv nodes): {how}")
         return resolve_onnx(source.path, cache_dir, notify).require_uint8(who)
     raise ConfigError(f"{who} runs ONNX graphs or weights, not a TensorRT plan ({source.path}); use -b tensorrt")
 

@@ -73,8 +73,11 @@ class ModelSpec:
         if (self.static_hw is not None and min(self.static_hw) < 1) or (self.batch is not None and self.batch < 1):
             raise ModelError(f"invalid static shape {self.static_hw} / batch {self.batch} in the model spec")
         lo, hi = self.value_range
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ModelError(f"invalid value range {list(self.value_range)}: black must be below white, both finite")
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi - lo >= 1e-3 and max(abs(lo), abs(hi)) <= 65504):
+            raise ModelError(
+                f"invalid value range {list(self.value_range)}: black must be below white (by 0.001 or more), "
+                "both within ±65504"
+            )
 
     # ------------------------------------------------------------------ made from SRResNet's config
     @classmethod

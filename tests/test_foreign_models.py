@@ -695,6 +695,11 @@ def test_a_settings_file_names_the_range_and_channel_order(tmp_path: Path, cache
         ('{"channel_order": "GRB"}', 'must be "RGB" or "BGR"'),
         ('{"range": [0, 1]}', "unknown key(s) range"),
         ("[0, 1]", "must be a JSON object"),
+        ('{"value_range": [0, 1e300]}', "within ±65504"),  # float32 would hold an infinite span
+        ('{"value_range": [0, 1e-60]}', "black < white"),  # a zero span in float32
+        ('{"value_range": [false, true]}', "black < white"),  # JSON booleans are not numbers
+        ('{"value_range": [0, ' + "1" * 400 + "]}", "black < white"),  # no float holds it
+        ('{"value_range": [0, ' + "1" * 5000 + "]}", "is not readable JSON"),  # Python's int-digit limit
     ],
 )
 def test_a_settings_file_that_cannot_be_used_is_one_line(
@@ -759,3 +764,27 @@ def test_weights_in_an_external_data_file_are_part_of_the_models_identity(
     (tmp_path / "a" / "m.onnx.data").unlink()
     result = cli(["info", "-w", str(path)], cache)
     assert result.exit_code == 2 and "keeps its weights in m.onnx.data, which is not beside it" in result.stderr
+
+
+def test_a_settings_file_with_a_byte_order_mark_is_read(files: dict[str, Path], cache: Path, tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(files["espcn3x"], path)
+    (tmp_path / "m.onnx.json").write_bytes(b"\xef\xbb\xbf" + b'{"value_range": [-1, 1]}')  # as Notepad saves it
+    assert resolve_onnx(path, cache, lambda _: None).spec.value_range == (-1.0, 1.0)
+
+
+def test_a_tiny_static_network_is_not_misjudged_by_the_range_probe(tmp_path: Path, cache: Path) -> None:
+    """A static 8x8 x4 network: the range probe's border crop must leave pixels to compare (else every range
+    scored -inf and the user was told the output does not look like its input upscaled)."""
+
+    class Up4(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+
+    path = export(Up4(), tmp_path / "tiny_static.onnx", Case(Up4, 4, 2, static=(8, 8)))
+    said: list[str] = []
+    spec = resolve_onnx(path, cache, said.append).spec
+    assert spec.static_hw == (8, 8) and spec.value_range == (0.0, 1.0)
+    assert not any("does not look like" in s for s in said), said

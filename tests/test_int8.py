@@ -94,6 +94,7 @@ def test_upscale_takes_precision_int8(tmp_path: Path, cache_dir: Path) -> None:
         (["-b", "torch"], "not int8"),
         (["-b", "openvino", "-w", "TINY"], "has none: make one with python tools/quantize_int8.py"),
         (["-b", "openvino", "-w", "FOREIGN"], "is not quantized"),
+        (["-b", "openvino", "-w", "GARBAGE"], "is not a readable ONNX model"),
     ],
 )
 def test_int8_where_there_is_no_int8_graph_is_one_line(
@@ -115,7 +116,13 @@ def test_int8_where_there_is_no_int8_graph_is_one_line(
             dynamo=False,
         )
     shutil.copy(tiny_weights, tmp_path / "tiny.safetensors")
-    args = [{"TINY": str(tmp_path / "tiny.safetensors"), "FOREIGN": str(foreign)}.get(a, a) for a in args]
+    (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf at all \xff\x00")
+    named = {
+        "TINY": str(tmp_path / "tiny.safetensors"),
+        "FOREIGN": str(foreign),
+        "GARBAGE": str(tmp_path / "garbage.onnx"),
+    }
+    args = [named.get(a, a) for a in args]
     cv2.imwrite(str(tmp_path / "in.png"), np.full((16, 16, 3), 128, np.uint8))
     result = cli(
         ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o"), "--precision", "int8", *args], cache_dir
@@ -151,3 +158,40 @@ def test_info_names_each_models_int8_graph(cache_dir: Path) -> None:
         "srgan-x4-lite": "srgan-x4-lite-int8.onnx",
         "srgan-x4-gan": None,
     }
+
+
+def test_a_resumed_int8_video_job_knows_the_int8_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The shipped int8 graph can be remade while the weights stay: a job resumed across that must start over."""
+    from srgan_deploy import sources
+    from srgan_deploy.jobs.videos import _model_identity
+
+    source = sources.model_source("srgan-x4-lite")
+    int8 = make_backend("openvino", "srgan-x4-lite", precision="int8")
+    bf16 = make_backend("openvino", "srgan-x4-lite", precision="bf16")
+    before = _model_identity(int8, source, remote=False)
+    assert before != _model_identity(bf16, source, remote=False)
+    remade = tmp_path / "srgan-x4-lite-int8.onnx"
+    remade.write_bytes(shipped_int8()["srgan-x4-lite"].read_bytes() + b"\0")
+    monkeypatch.setattr(sources, "shipped_int8", lambda: {"srgan-x4-lite": remade})
+    assert _model_identity(int8, source, remote=False) != before
+
+
+def test_onnxruntime_on_the_cpu_points_only_where_the_precision_runs() -> None:
+    from srgan_deploy.backends.options import Request
+    from srgan_deploy.backends.registry import choose
+    from srgan_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not int8; try -b openvino for int8"):
+        choose("onnxruntime", Request(precision="int8", device="cpu"))
+    with pytest.raises(ConfigError, match="not fp16; use --precision fp32"):  # openvino has no fp16 either
+        choose("onnxruntime", Request(precision="fp16", device="cpu"))
+
+
+def test_a_served_foreign_models_identity_covers_its_settings_and_wrapper() -> None:
+    from srgan_deploy.backends.triton import served_identity
+
+    base = {"srgan_deploy.source_sha256": "ab" * 32, "srgan_deploy.wrap_version": "2"}
+    plain = served_identity("m_py", base, {})
+    said = served_identity("m_py", {**base, "srgan_deploy.settings": '{"value_range": [-1.0, 1.0]}'}, {})
+    older = served_identity("m_py", {**base, "srgan_deploy.wrap_version": "1"}, {})
+    assert len({plain, said, older}) == 3

@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="a bundled model name or a .safetensors file")
     parser.add_argument("--calibration", nargs="+", type=Path, required=True, help="folders of HR images")
-    parser.add_argument("--crops", type=int, default=64)
+    parser.add_argument("--crops", type=int, default=128)
     parser.add_argument("--crop", type=int, default=64, help="LR crop edge in pixels")
     parser.add_argument("--synthetic", type=int, default=128, help="crops of text, lines and flat colours")
     parser.add_argument("--minmax", action="store_true", help="activation ranges from the global min/max")
@@ -117,6 +117,7 @@ def main() -> None:
         source = cached_onnx(args.weights, Path(tmp), io="uint8")
         model = onnx.load(str(source))
     crops = calibration_crops(args.calibration, args.crops, args.crop, info.config.scale)
+    photos = len(crops)
     crops += synthetic_crops(args.synthetic, args.crop, info.config.scale)
     advanced = None
     if args.minmax:
@@ -137,7 +138,7 @@ def main() -> None:
         "srgan_deploy.precision": "int8",
         "srgan_deploy.int8": (
             f"NNCF {nncf.__version__} post-training, preset MIXED{', min/max ranges' if args.minmax else ''}, "
-            f"{args.crops} LR crops of {args.crop} px from {', '.join(f.name for f in args.calibration)} (sha256 of "
+            f"{photos} LR crops of {args.crop} px from {', '.join(f.name for f in args.calibration)} (sha256 of "
             f"the folder list {hashlib.sha256(listing).hexdigest()[:12]}) and {args.synthetic} synthetic"
             + (f"; kept in float: {', '.join(args.keep_float)}" if args.keep_float else "")
         ),

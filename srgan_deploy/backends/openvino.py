@@ -132,6 +132,16 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         assert self._core is not None
         return "bf16" if "BF16" in set(self._core.get_property("CPU", device.capabilities)) else "fp32"
 
+    def _cost_precision(self) -> str:
+        """The memory table's row: int8's where the other layers run in bf16, fp32's where they run in fp32."""
+        if self.options.precision == "int8" and self.compute_precision == "fp32":
+            return "fp32"
+        return self.options.precision
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        return self.memory_cost(self._cost_precision(), self.model)
+
     def _probe_shape(self) -> tuple[int, ...]:
         spec = self._model
         assert spec is not None
@@ -229,7 +239,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         n, h, w = shape[:3]
         spec = self._model
         assert spec is not None
-        return max(1.0, n * h * w * self.memory_cost(self.options.precision, spec))
+        return max(1.0, n * h * w * self.memory_cost(self._cost_precision(), spec))
 
     # ------------------------------------------------------------ one call
     def _tile_size(self, height: int, width: int) -> int | tuple[int, int] | None:

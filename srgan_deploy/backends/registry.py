@@ -225,7 +225,8 @@ def _ort_options(request: Request, device: str) -> BackendOptions:
     if precision == "auto":
         precision = "fp32" if on_cpu else "fp16"
     if on_cpu and precision != "fp32":
-        raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; try -b openvino for {precision}")
+        where = f"try -b openvino for {precision}" if precision in ("bf16", "int8") else "use --precision fp32"
+        raise ConfigError(f"onnxruntime on CPU runs fp32, not {precision}; {where}")
     return OrtOptions(
         device=device,
         precision=precision,

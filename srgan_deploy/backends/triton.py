@@ -127,7 +127,13 @@ def served_identity(model: str, params: dict[str, str], config: dict[str, Any]) 
     the server reports (a changed config, scale or version policy is a different model)."""
     sha = params.get("srgan_deploy.weights_sha256") or params.get("srgan_deploy.source_sha256")
     if sha:
-        return f"triton:{model}:sha256:{sha}"
+        # a foreign model's <model>.onnx.json and the wrapper's version change the served graph too
+        said = "".join(
+            f":{key}:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+            for key in ("settings", "wrap_version")
+            if (value := params.get(f"srgan_deploy.{key}"))
+        )
+        return f"triton:{model}:sha256:{sha}{said}"
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     return f"triton:{model}:config:{hashlib.sha256(canonical).hexdigest()}"
 

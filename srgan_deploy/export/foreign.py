@@ -321,7 +321,8 @@ def range_scores(probe: Probe, scale: int, multiple: int) -> dict[tuple[float, f
     h, w = io.static_hw or (edge, edge)
     x = _smooth_input(io.channels, h, w)
     expected = cubic_upscale(x, scale) if scale > 1 else x
-    border = 4 * scale  # networks pad their borders their own way
+    out_side = min(h, w) * scale
+    border = min(4 * scale, out_side // 4)  # networks pad their borders their own way
     scores: dict[tuple[float, float], float] = {}
     saved = probe.value_range
     try:
@@ -332,7 +333,7 @@ def range_scores(probe: Probe, scale: int, multiple: int) -> dict[tuple[float, f
             except Exception:  # noqa: BLE001 - a network that cannot take these values simply scores nothing
                 scores[value_range] = float("-inf")
                 continue
-            inner = (slice(None), slice(None), slice(border, -border or None), slice(border, -border or None))
+            inner = (slice(None), slice(None), slice(border, out_side - border), slice(border, out_side - border))
             with np.errstate(all="ignore"):
                 mse = float(np.mean((y[inner].astype(np.float64) - expected[inner]) ** 2))
             scores[value_range] = (
@@ -453,6 +454,27 @@ class Settings:
 KNOWN_SETTINGS = ("value_range", "channel_order")
 
 
+MAX_VALUE = 65504.0  # float16's largest: the range must survive an fp16 network's input and output
+MIN_SPAN = 1e-3  # a narrower range would turn uint8 levels into float noise
+
+
+def _range_of(raw: object) -> tuple[float, float] | None:
+    """[black, white] as floats a float32/float16 graph can hold, or None."""
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw)
+    ):
+        return None
+    try:
+        lo, hi = float(raw[0]), float(raw[1])
+    except OverflowError:  # an integer too large for a float
+        return None
+    if not (abs(lo) <= MAX_VALUE and abs(hi) <= MAX_VALUE and float(np.float32(hi) - np.float32(lo)) >= MIN_SPAN):
+        return None
+    return lo, hi
+
+
 def settings_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -465,8 +487,8 @@ def read_settings(path: Path) -> Settings | None:
     if not side.is_file():
         return None
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(side.read_text(encoding="utf-8-sig"))  # a BOM, as Windows editors write, is fine
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ModelError(f"{side} is not readable JSON ({_first_line(exc)}); fix it or delete it") from exc
     if not isinstance(data, dict):
         raise ModelError(f'{side} must be a JSON object such as {{"value_range": [-1, 1]}}')
@@ -475,13 +497,12 @@ def read_settings(path: Path) -> Settings | None:
         raise ModelError(f"{side}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KNOWN_SETTINGS)}")
     value_range: tuple[float, float] | None = None
     if "value_range" in data:
-        raw = data["value_range"]
-        ok = isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int | float) for v in raw)
-        if not ok or not (np.isfinite(raw[0]) and np.isfinite(raw[1]) and raw[0] < raw[1]):
+        value_range = _range_of(data["value_range"])
+        if value_range is None:
             raise ModelError(
-                f"{side}: value_range must be [black, white] with black < white, e.g. [0, 1], [-1, 1] or [0, 255]"
+                f"{side}: value_range must be [black, white], numbers with black < white and both within "
+                f"±{MAX_VALUE:g}, e.g. [0, 1], [-1, 1] or [0, 255]"
             )
-        value_range = (float(raw[0]), float(raw[1]))
     order = data.get("channel_order", "RGB")
     if order not in ("RGB", "BGR"):
         raise ModelError(f'{side}: channel_order must be "RGB" or "BGR", not {json.dumps(order)}')
@@ -591,7 +612,7 @@ def model_sha256(path: Path) -> str:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - an unreadable file is refused with its own message when it is loaded
         return sha
-    locations = sorted({ExternalDataInfo(t).location for t in graph.graph.initializer if uses_external_data(t)})
+    locations = sorted({ExternalDataInfo(t).location for t in _tensors(graph.graph) if uses_external_data(t)})
     if not locations:
         return sha
     digest = hashlib.sha256(sha.encode())
@@ -603,11 +624,34 @@ def model_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers and attribute tensors, in subgraphs (If/Loop/Scan) too."""
+    from onnx import AttributeProto
+
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                found.append(attr.t)
+            elif attr.type == AttributeProto.TENSORS:
+                found.extend(attr.tensors)
+            elif attr.type == AttributeProto.GRAPH:
+                found.extend(_tensors(attr.g))
+            elif attr.type == AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    found.extend(_tensors(sub))
+    return found
+
+
 def identity(path: Path) -> str:
-    """What a resumed job compares: the model's sha256, and its settings file's when there is one."""
+    """What a resumed job compares: the model's sha256, its settings file's when there is one, and the wrapper's
+    version (a new wrapper may measure or feed the network differently: a different graph runs)."""
+    from srgan_deploy.export.wrap import WRAP_VERSION
+
     settings = read_settings(path)
     sha = model_sha256(path)
-    return sha if settings is None else f"{sha}+{settings.digest}"
+    said = "" if settings is None else f"+{settings.digest}"
+    return f"{sha}{said}+w{WRAP_VERSION}"
 
 
 _SAID: set[str] = set()

@@ -214,6 +214,10 @@ def _model_identity(backend: Backend[Any], source: ModelSource, remote: bool) ->
             served = backend.served_model_identity()
         if served is not None:
             return served
+    if getattr(backend.options, "precision", None) == "int8":  # the shipped int8 graph can change, not the weights
+        from srgan_deploy.sources import int8_digest
+
+        return f"{digest(source)}+int8:{int8_digest(source)}"
     return digest(source)
 
 
