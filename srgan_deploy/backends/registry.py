@@ -451,7 +451,7 @@ def _loader(entry: BackendEntry, options: Any, source: ModelSource, say: Notify)
         # on a GPU at fp16 (onnxruntime's TensorRT provider) the graph is the fp16-core one, see Fp16CoreFromOnnx
         fp16_core = options.precision == "fp16" and entry.device_of(options) != "cpu"
         int8 = options.precision == "int8"
-        return sources.onnx_loader(source, cache_dir(options.cache_dir), entry.name, fp16_core, int8=int8)
+        return sources.onnx_loader(source, cache_dir(options.cache_dir), entry.name, fp16_core, say, int8=int8)
     if entry.model == "weights":
         return sources.generator_loader(source, entry.name)
     return sources.scale_loader(source)
