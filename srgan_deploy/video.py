@@ -292,6 +292,25 @@ def probe(container: Any) -> SourceInfo:
     )
 
 
+def display_rotation(path: Path, packets: int = 500) -> float:
+    """The display rotation of the first video frame (degrees counter-clockwise, as players apply it), or 0.
+
+    Why a separate open: PyAV reports the display matrix on decoded frames only, and a side-by-side job must
+    know it before its encoder is made (the halves are turned upright, so the output's size changes)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for n, packet in enumerate(container.demux(video=0)):
+                for frame in packet.decode():
+                    return float(getattr(frame, "rotation", 0) or 0)
+                if n >= packets:
+                    break
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass  # the decoder proper reports what is wrong with the file
+    return 0.0
+
+
 def working_matrix(info: SourceInfo) -> tuple[int, int]:
     """(swscale matrix, AVColorSpace) used for both RGB conversions: the source's, or the usual one for its size."""
     tagged = info.color["matrix"]

@@ -142,6 +142,23 @@ def check_paths(job: VideoJob) -> str:
     return fmt
 
 
+def upright_turns(rotation: float) -> int:
+    """np.rot90's k (quarter turns counter-clockwise) that shows a frame as players do for its display
+    rotation; 0 for an angle that is not a multiple of 90 (left to the player)."""
+    quarter = rotation / 90.0
+    return round(quarter) % 4 if abs(quarter - round(quarter)) < 1e-6 else 0
+
+
+def side_by_side_turns(job: VideoJob) -> int:
+    """A side-by-side job composes its halves upright and writes no rotation: composed in the stored
+    orientation, a player would turn the pair into a stack with sideways labels."""
+    if not job.side_by_side:
+        return 0
+    from srgan_deploy.video import display_rotation
+
+    return upright_turns(display_rotation(job.source))
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=2)
 
@@ -183,6 +200,7 @@ def run_frames(
     ``on_progress`` gets the number of frames written so far. Raises ``KeyboardInterrupt`` (Ctrl-C,
     SIGTERM) and any stage's error; the caller owns the files."""
     scale = backend.scale
+    turns = side_by_side_turns(job)
     stop = threading.Event()
     frames_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
     out_q: queue.Queue[Any] = queue.Queue(maxsize=job.queue_size)
@@ -209,7 +227,7 @@ def run_frames(
                     break
                 rgb, pts_list = item
                 if encoder.frames == 0:
-                    encoder.set_rotation(decoder.info.rotation)
+                    encoder.set_rotation(0.0 if turns else decoder.info.rotation)
                     stats.first_pts = pts_list[0]
                 for pts in pts_list:
                     encoder.write_frame(rgb, pts)
@@ -270,8 +288,11 @@ def run_frames(
                 for k, pts_list in enumerate(pts_lists):
                     frame = upscaled[k]
                     if lows is not None and bicubic is not None:
-                        left = burn_label(bicubic(lows[k]), "bicubic")
-                        frame = np.concatenate([left, burn_label(frame, job.label)], axis=1)
+                        left, right = bicubic(lows[k]), frame
+                        if turns:
+                            left, right = np.rot90(left, turns), np.rot90(right, turns)
+                        left, right = burn_label(left, "bicubic"), burn_label(right, job.label)
+                        frame = np.concatenate([left, right], axis=1)
                     if not _put(out_q, (frame, pts_list), stop):
                         break
                 if encoding.error is not None:
@@ -291,7 +312,10 @@ def run_frames(
 
 
 def output_size(job: VideoJob, decoder: Decoder, scale: int) -> tuple[int, int]:
-    return decoder.info.width * scale * (2 if job.side_by_side else 1), decoder.info.height * scale
+    width, height = decoder.info.width * scale, decoder.info.height * scale
+    if side_by_side_turns(job) % 2:  # composed upright: a portrait pair from a landscape-stored clip
+        width, height = height, width
+    return width * (2 if job.side_by_side else 1), height
 
 
 def upscale_video(

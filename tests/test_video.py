@@ -320,3 +320,45 @@ def test_encoder_presets_go_only_to_encoders_that_take_them() -> None:
     assert encoder_settings("libx264", EncodeOptions(preset="auto"))["preset"] == "medium"
     assert encoder_settings("libx265", EncodeOptions(preset="slow"))["preset"] == "slow"
     assert encoder_settings("h264_nvenc", EncodeOptions(preset="slow"))["preset"] == "p4"
+
+
+def test_side_by_side_of_a_rotated_clip_is_composed_upright(tmp_path: Path, model: object) -> None:
+    """A phone clip stored landscape with a 90-degree display rotation: the pair is composed as the player
+    shows the clip (portrait halves side by side, labels upright) and written without a rotation. Before,
+    the halves were joined in the stored orientation and the player turned the pair into a sideways stack.
+    The convention (np.rot90 by rotation/90 = what ffmpeg's autorotate shows) was checked against ffmpeg."""
+    import av
+    import numpy as np
+
+    from srgan_deploy.jobs import Reporter, VideoJobOptions, upscale_videos
+
+    stored = np.zeros((24, 32, 3), np.uint8)
+    stored[:, :, 1] = 90
+    stored[:8, :8] = (250, 40, 40)  # a red block top-left in the stored frame: bottom-left once upright
+    src = tmp_path / "rot.mp4"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt, video.options = 32, 24, "yuv444p", {"crf": "0"}
+        video.set_display_rotation(90)
+        for _ in range(3):
+            for packet in video.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    upright = np.rot90(stored, 1)  # what a player shows: 24 wide, 32 high
+    one_pass = tmp_path / "one.mp4"
+    run_job(src, one_pass, model, side_by_side=True)
+    segmented = tmp_path / "seg.mp4"
+    options = VideoJobOptions(backend="bicubic", encode=FAST, side_by_side=True)
+    assert upscale_videos([src], [segmented], options, Reporter()).outcomes[0].ok
+    for path in (one_pass, segmented):
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            assert (frame.width, frame.height) == (2 * 24 * 4, 32 * 4) and not frame.rotation
+            rgb = frame.to_ndarray(format="rgb24")
+        for half in (rgb[:, : 24 * 4], rgb[:, 24 * 4 :]):
+            red = (half[:, :, 0] > 150) & (half[:, :, 1] < 100)
+            ys, xs = np.nonzero(red[40:])  # below the label box
+            expected = np.argwhere(upright[:, :, 0] > 150)
+            assert abs(ys.mean() + 40 - 4 * expected[:, 0].mean() - 1.5) < 4, path
+            assert abs(xs.mean() - 4 * expected[:, 1].mean() - 1.5) < 4, path

@@ -21,7 +21,7 @@ from srgan_deploy.errors import OutputError, VideoError
 from srgan_deploy.jobs.manifest import file_sha256, segment_name
 from srgan_deploy.jobs.plan import Segment
 from srgan_deploy.video import Decoder, Encoder
-from srgan_deploy.video_job import VideoJob, output_size, run_frames
+from srgan_deploy.video_job import VideoJob, output_size, run_frames, side_by_side_turns
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def render_segment(
         sha256=file_sha256(final),
         frames=stats.written,
         duplicates=stats.duplicates,
-        rotation=decoder.info.rotation,
+        rotation=0.0 if side_by_side_turns(job) else decoder.info.rotation,  # the pair is composed upright
         bad_packets=decoder.stats.bad_packets,
         seconds=round(time.perf_counter() - t0, 3),
         codec=codec,
