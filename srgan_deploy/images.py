@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # in its header is refused before it is decoded.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def probe_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an image header without decoding it: PNG, JPEG, BMP, GIF, WebP, TIFF.
@@ -25,7 +28,7 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
     import struct
 
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":
             w, h = struct.unpack(">II", data[16:24])
             return int(w), int(h)
         if data[:2] == b"BM":
@@ -79,35 +82,40 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body offset, body length) of a PNG's chunks before its image data: where the ancillary chunks
+    read here (eXIf, acTL, iCCP) must stand."""
+    i = 8
+    while i + 8 <= len(data):
+        length = int.from_bytes(data[i : i + 4], "big")
+        kind = data[i + 4 : i + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return
+        yield kind, i + 8, length
+        i += 12 + length
+
+
+def _webp_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(FourCC, body offset, body length) of a WebP's RIFF chunks (bodies padded to even sizes)."""
+    i = 12
+    while i + 8 <= len(data):
+        length = int.from_bytes(data[i + 4 : i + 8], "little")
+        yield data[i : i + 4], i + 8, length
+        i += 8 + length + (length & 1)
+
+
 def _exif_block(data: bytes) -> int | None:
     """Offset of the EXIF TIFF header (``II*\0`` / ``MM\0*``) inside a JPEG (APP1), PNG (eXIf) or WebP (EXIF)
     file, or None. TIFF files carry their orientation in their own header, which OpenCV applies itself."""
-    import struct
-
     if data[:2] == b"\xff\xd8":
         start = data.find(b"Exif\x00\x00", 0, 65536)
         return start + 6 if start >= 0 else None
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        i = 8
-        while i + 8 <= len(data):
-            length = struct.unpack(">I", data[i : i + 4])[0]
-            kind = data[i + 4 : i + 8]
-            if kind == b"eXIf":
-                return i + 8
-            if kind in (b"IDAT", b"IEND"):
-                return None  # eXIf must come before the image data
-            i += 12 + length
-        return None
+    if data[:8] == PNG_SIGNATURE:
+        return next((body for kind, body, _ in _png_chunks(data) if kind == b"eXIf"), None)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        i = 12
-        while i + 8 <= len(data):
-            kind = data[i : i + 4]
-            length = int.from_bytes(data[i + 4 : i + 8], "little")
+        for kind, body, _ in _webp_chunks(data):
             if kind == b"EXIF":
-                body = i + 8
                 return body + 6 if data[body : body + 6] == b"Exif\x00\x00" else body
-            i += 8 + length + (length & 1)
-        return None
     return None
 
 
@@ -257,26 +265,15 @@ def count_frames(data: bytes) -> int:
     import struct
 
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            i = 8
-            while i + 8 <= len(data):
-                length = struct.unpack(">I", data[i : i + 4])[0]
-                kind = data[i + 4 : i + 8]
+        if data[:8] == PNG_SIGNATURE:
+            for kind, body, _ in _png_chunks(data):
                 if kind == b"acTL":
-                    return max(1, int(struct.unpack(">I", data[i + 8 : i + 12])[0]))
-                if kind in (b"IDAT", b"IEND"):
-                    return 1
-                i += 12 + length
+                    return max(1, int(struct.unpack(">I", data[body : body + 4])[0]))
             return 1
         if data[:6] in (b"GIF87a", b"GIF89a"):
             return max(1, _gif_frames(data))
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            frames, i = 0, 12
-            while i + 8 <= len(data):
-                length = int.from_bytes(data[i + 4 : i + 8], "little")
-                frames += data[i : i + 4] == b"ANMF"
-                i += 8 + length + (length & 1)
-            return max(1, frames)
+            return max(1, sum(kind == b"ANMF" for kind, _, _ in _webp_chunks(data)))
         if data[:4] in (b"II*\x00", b"MM\x00*"):
             end = "<" if data[:2] == b"II" else ">"
             pages, offset, seen = 0, struct.unpack(end + "I", data[4:8])[0], set()
@@ -331,18 +328,12 @@ def icc_profile(data: bytes) -> bytes | None:
     import zlib
 
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            i = 8
-            while i + 8 <= len(data):
-                length = struct.unpack(">I", data[i : i + 4])[0]
-                kind = data[i + 4 : i + 8]
+        if data[:8] == PNG_SIGNATURE:
+            for kind, start, length in _png_chunks(data):
                 if kind == b"iCCP":
-                    body = data[i + 8 : i + 8 + length]
+                    body = data[start : start + length]
                     name_end = body.index(b"\x00")
                     return zlib.decompress(body[name_end + 2 :])
-                if kind in (b"IDAT", b"IEND"):
-                    return None
-                i += 12 + length
             return None
         if data[:2] == b"\xff\xd8":
             parts: dict[int, bytes] = {}
@@ -367,7 +358,7 @@ def embed_icc(encoded: bytes, suffix: str, profile: bytes) -> bytes:
     import struct
     import zlib
 
-    if suffix == ".png" and encoded[:8] == b"\x89PNG\r\n\x1a\n":
+    if suffix == ".png" and encoded[:8] == PNG_SIGNATURE:
         body = b"ICC profile\x00\x00" + zlib.compress(profile)
         chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
         ihdr_end = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]
