@@ -84,6 +84,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         self.onnx: OnnxModel | None = None
         self._core: Any = None
         self._network: Any = None  # the read (dynamic-shape) model every static shape is cloned from
+        self._compute = ""  # what OpenVINO computes in (compute_precision), asked once at open
         self._compiled: OrderedDict[tuple[str, tuple[int, ...]], _Compiled] = OrderedDict()
         self._in_flight: deque[_Job] = deque()
 
@@ -110,6 +111,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
 
         self.onnx = self._load().require_uint8("openvino")
         self._core = ov.Core()
+        self._compute = self._ask_compute_precision()
         self._compiled = OrderedDict()
         try:
             self._network = self._core.read_model(str(self.onnx.path))
@@ -121,20 +123,23 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         streams, threads = self.streams_and_threads(probe)
         self.device_label = f"cpu x{threads} {self.options.precision}, {streams} streams"
 
-    @property
-    def compute_precision(self) -> str:
+    def _ask_compute_precision(self) -> str:
         """What OpenVINO computes in: the option, except that an int8 graph's other layers run in bf16 where the
         CPU has it (OpenVINO's own capability list), else fp32."""
         if self.options.precision != "int8":
             return self.options.precision
         import openvino.properties.device as device
 
-        assert self._core is not None
         return "bf16" if "BF16" in set(self._core.get_property("CPU", device.capabilities)) else "fp32"
+
+    @property
+    def compute_precision(self) -> str:
+        self._require_open()
+        return self._compute
 
     def _cost_precision(self) -> str:
         """The memory table's row: int8's where the other layers run in bf16, fp32's where they run in fp32."""
-        if self.options.precision == "int8" and self.compute_precision == "fp32":
+        if self.options.precision == "int8" and self._compute == "fp32":
             return "fp32"
         return self.options.precision
 
@@ -184,7 +189,7 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         except RuntimeError as exc:
             raise ShapeError(f"the network does not take a {shape} input: {reason(exc)}") from exc
         per_unit = self._unit_cost(shape)
-        config: dict[Any, Any] = {hints.inference_precision: OV_PRECISION[self.compute_precision]}
+        config: dict[Any, Any] = {hints.inference_precision: OV_PRECISION[self._compute]}
         if mode == "throughput":
             # every stream holds a frame's working set: on a many-core CPU the hint's streams times a large
             # frame would exceed the memory budget, so the hint is told how many requests the budget holds
@@ -383,5 +388,6 @@ class OpenVinoBackend(Backend[OpenVinoOptions]):
         self._in_flight.clear()
         self._compiled = OrderedDict()
         self._network = None
+        self._compute = ""
         self._core = None
         self.onnx = None
