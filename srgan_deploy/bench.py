@@ -96,10 +96,6 @@ def peak_precision(device: str, precision: str) -> str:
     """The GEMM a backend's run is measured against: the precision it computes in on that device."""
     if device == "cuda":
         return "fp32" if precision == "fp32" else "fp16"
-    if precision == "int8":  # no int8 GEMM reference: its multiply-adds count against what the rest computes in
-        from srgan_deploy.backends.registry import cpu_has_bf16
-
-        return "bf16" if cpu_has_bf16() else "fp32"
     return "bf16" if precision == "bf16" else "fp32"
 
 
@@ -250,10 +246,12 @@ def run_bench(config: BenchConfig, notify: Callable[[str], None] = lambda m: Non
             count = sum(1 for _ in backend.upscale_many(frames for _ in range(config.iters)))
             throughput_s = (time.perf_counter() - t0) / count
             device = "cuda" if label.startswith("cuda") else "cpu"
+            # what the backend computes in (int8: what its other layers run in; there is no int8 GEMM reference)
+            computes_in = getattr(backend, "compute_precision", None) or getattr(backend.options, "precision", "fp32")
             peak = peak_rss()
             if peak is not None:
                 extra["peak_rss_mb"] = round(peak / 2**20, 1)
-        computes = peak_precision(device, str(getattr(backend.options, "precision", "fp32")))
+        computes = peak_precision(device, str(computes_in))
         if (device, computes) not in peaks:
             notify(f"measuring the {device} {computes} GEMM peak")
             peaks[device, computes] = gemm_peak_gflops(device, config.threads, precision=computes)
